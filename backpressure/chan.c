@@ -1,0 +1,385 @@
+/*
+ * The channel ring: single producer, single consumer, variable-length records in a shared memfd.
+ *
+ * Layout of the mapping: one page of control block (each group of cursors on its own cache line, written
+ * by one side only), then capacity bytes of ring. The cursors are cumulative byte and event counts; the
+ * ring offset is cursor & mask. Each side keeps in its process-local handle a cached copy of the peer's
+ * cursor (the producer caches commit and asked, the consumer caches head) and re-reads the shared one
+ * only when the cached value stops it, so a side touches its peer's cache line about once per batch,
+ * not once per record.
+ */
+#include "backpressure/backpressure.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define SL_CHAN_MAGIC UINT64_C(0x736c756963656368) /* "sluicech" */
+#define SL_CHAN_VERSION 1u
+#define SL_CHAN_CTL_SIZE 4096u
+#define SL_CHAN_MIN_CAP 4096u
+
+typedef struct sl_chan_ctl_s {
+    /* Written once at creation. */
+    uint64_t magic;
+    uint32_t version;
+    uint32_t ctl_size;
+    uint64_t capacity;
+    uint64_t max_record;
+    char name[32];
+    /* Producer: published bytes and events, end of stream. */
+    _Alignas(SL_CACHELINE) _Atomic uint64_t head;
+    _Atomic uint64_t sent;
+    _Atomic uint32_t closed;
+    _Atomic uint32_t producer_gen;
+    /* Consumer: taken (for statistics and redelivery counts only). */
+    _Alignas(SL_CACHELINE) _Atomic uint64_t read;
+    _Atomic uint64_t read_events;
+    /* Consumer: acknowledged; the producer frees space up to here. */
+    _Alignas(SL_CACHELINE) _Atomic uint64_t commit;
+    _Atomic uint64_t commit_events;
+    _Atomic uint32_t consumer_gen;
+    /* Consumer: cumulative demand. */
+    _Alignas(SL_CACHELINE) _Atomic uint64_t asked;
+    /* Bells used when the channel is not bound to instances' bells (tests, benchmarks). */
+    sl_bell_t own_bells[2];
+} sl_chan_ctl_t;
+
+_Static_assert(sizeof(sl_chan_ctl_t) <= SL_CHAN_CTL_SIZE, "control block fits its page");
+
+struct sl_chan_s {
+    sl_chan_ctl_t *ctl;
+    uint8_t *data;
+    uint64_t cap, mask, max_rec;
+    size_t map_len;
+    int fd;
+    sl_bell_t *pbell, *cbell;
+    /* Producer end, process-local. */
+    uint64_t p_head, p_sent;  /* including pushed, unpublished records */
+    uint64_t p_limit;         /* cached commit + cap */
+    uint64_t p_asked;         /* cached asked */
+    uint64_t p_res_need;      /* aligned size of the open reservation, 0 if none */
+    /* Consumer end, process-local. */
+    uint64_t c_read, c_read_events;
+    uint64_t c_head; /* cached head */
+};
+
+static uint64_t sl__pow2(uint64_t v)
+{
+    uint64_t p = SL_CHAN_MIN_CAP;
+    while (p < v)
+        p <<= 1;
+    return p;
+}
+
+int sl_chan_create(const char *name, size_t capacity, sl_chan_t **out)
+{
+    assert(out != NULL);
+    uint64_t cap = sl__pow2(capacity);
+    if (cap > (UINT64_C(1) << 40))
+        return SL_EINVAL;
+    sl_chan_t *ch = calloc(1, sizeof *ch);
+    if (ch == NULL)
+        return SL_ENOMEM;
+    ch->fd = memfd_create(name ? name : "sluice-chan", MFD_CLOEXEC);
+    if (ch->fd < 0) {
+        int err = -errno;
+        free(ch);
+        return err;
+    }
+    ch->map_len = SL_CHAN_CTL_SIZE + cap;
+    if (ftruncate(ch->fd, (off_t)ch->map_len) != 0) {
+        int err = -errno;
+        close(ch->fd);
+        free(ch);
+        return err;
+    }
+    void *p = mmap(NULL, ch->map_len, PROT_READ | PROT_WRITE, MAP_SHARED, ch->fd, 0);
+    if (p == MAP_FAILED) {
+        int err = -errno;
+        close(ch->fd);
+        free(ch);
+        return err;
+    }
+    ch->ctl = p;
+    ch->data = (uint8_t *)p + SL_CHAN_CTL_SIZE;
+    ch->cap = cap;
+    ch->mask = cap - 1;
+    ch->max_rec = cap / 2;
+    ch->ctl->magic = SL_CHAN_MAGIC;
+    ch->ctl->version = SL_CHAN_VERSION;
+    ch->ctl->ctl_size = SL_CHAN_CTL_SIZE;
+    ch->ctl->capacity = cap;
+    ch->ctl->max_record = ch->max_rec;
+    snprintf(ch->ctl->name, sizeof ch->ctl->name, "%s", name ? name : "");
+    ch->pbell = &ch->ctl->own_bells[0];
+    ch->cbell = &ch->ctl->own_bells[1];
+    ch->p_limit = cap;
+    *out = ch;
+    return 0;
+}
+
+void sl_chan_destroy(sl_chan_t *ch)
+{
+    if (ch == NULL)
+        return;
+    munmap(ch->ctl, ch->map_len);
+    close(ch->fd);
+    free(ch);
+}
+
+void sl_chan_bind_bells(sl_chan_t *ch, sl_bell_t *producer_bell, sl_bell_t *consumer_bell)
+{
+    ch->pbell = producer_bell ? producer_bell : &ch->ctl->own_bells[0];
+    ch->cbell = consumer_bell ? consumer_bell : &ch->ctl->own_bells[1];
+}
+
+sl_bell_t *sl_chan_producer_bell(const sl_chan_t *ch) { return ch->pbell; }
+sl_bell_t *sl_chan_consumer_bell(const sl_chan_t *ch) { return ch->cbell; }
+size_t sl_chan_capacity(const sl_chan_t *ch) { return ch->cap; }
+size_t sl_chan_max_record(const sl_chan_t *ch) { return ch->max_rec; }
+int sl_chan_fd(const sl_chan_t *ch) { return ch->fd; }
+const char *sl_chan_name(const sl_chan_t *ch) { return ch->ctl->name; }
+
+/* ---- producer ------------------------------------------------------------------------------------ */
+
+void sl_chan_producer_attach(sl_chan_t *ch)
+{
+    sl_chan_ctl_t *c = ch->ctl;
+    ch->p_head = atomic_load_explicit(&c->head, memory_order_acquire);
+    ch->p_sent = atomic_load_explicit(&c->sent, memory_order_relaxed);
+    ch->p_limit = atomic_load_explicit(&c->commit, memory_order_acquire) + ch->cap;
+    ch->p_asked = atomic_load_explicit(&c->asked, memory_order_acquire);
+    ch->p_res_need = 0;
+    atomic_fetch_add_explicit(&c->producer_gen, 1, memory_order_relaxed);
+}
+
+uint64_t sl_chan_grant(sl_chan_t *ch, bool refresh)
+{
+    if (refresh || ch->p_sent >= ch->p_asked)
+        ch->p_asked = atomic_load_explicit(&ch->ctl->asked, memory_order_acquire);
+    return ch->p_asked > ch->p_sent ? ch->p_asked - ch->p_sent : 0;
+}
+
+/* Bytes a record of aligned size need takes at p_head, counting the padding to the end when it would
+ * cross the end of the ring. */
+static inline uint64_t sl__chan_span(const sl_chan_t *ch, uint64_t need)
+{
+    uint64_t tail = ch->cap - (ch->p_head & ch->mask);
+    return need <= tail ? need : tail + need;
+}
+
+int sl_chan_reserve(sl_chan_t *ch, size_t body_len, sl_rec_t **rec)
+{
+    if (SL_UNLIKELY(body_len > ch->max_rec || body_len < sizeof(sl_rec_t)))
+        return body_len < sizeof(sl_rec_t) ? SL_EINVAL : SL_EMSGSIZE;
+    if (SL_UNLIKELY(ch->p_sent >= ch->p_asked)) {
+        ch->p_asked = atomic_load_explicit(&ch->ctl->asked, memory_order_acquire);
+        if (ch->p_sent >= ch->p_asked)
+            return SL_EAGAIN;
+    }
+    uint64_t need = SL_ALIGN_UP((uint64_t)body_len, SL_REC_ALIGN);
+    uint64_t span = sl__chan_span(ch, need);
+    if (SL_UNLIKELY(ch->p_head + span > ch->p_limit)) {
+        ch->p_limit = atomic_load_explicit(&ch->ctl->commit, memory_order_acquire) + ch->cap;
+        if (ch->p_head + span > ch->p_limit)
+            return SL_EAGAIN;
+    }
+    if (span != need) {
+        /* Fill the tail with a padding record; the consumer skips it. It becomes visible with the next
+         * publish, together with the record that caused it. */
+        sl_rec_t *pad = (sl_rec_t *)(ch->data + (ch->p_head & ch->mask));
+        pad->len = (uint32_t)(span - need);
+        pad->flags = SL_REC_PAD;
+        ch->p_head += span - need;
+    }
+    sl_rec_t *r = (sl_rec_t *)(ch->data + (ch->p_head & ch->mask));
+    memset(r, 0, sizeof *r);
+    r->len = (uint32_t)body_len;
+    ch->p_res_need = need;
+    *rec = r;
+    return 0;
+}
+
+void sl_chan_push(sl_chan_t *ch)
+{
+    assert(ch->p_res_need != 0);
+    ch->p_head += ch->p_res_need;
+    ch->p_sent++;
+    ch->p_res_need = 0;
+}
+
+uint64_t sl_chan_publish(sl_chan_t *ch)
+{
+    sl_chan_ctl_t *c = ch->ctl;
+    uint64_t before = atomic_load_explicit(&c->sent, memory_order_relaxed);
+    if (ch->p_head == atomic_load_explicit(&c->head, memory_order_relaxed))
+        return 0;
+    atomic_store_explicit(&c->sent, ch->p_sent, memory_order_relaxed);
+    atomic_store_explicit(&c->head, ch->p_head, memory_order_release);
+    sl_bell_ring(ch->cbell);
+    return ch->p_sent - before;
+}
+
+void sl_chan_close(sl_chan_t *ch)
+{
+    sl_chan_publish(ch);
+    atomic_store_explicit(&ch->ctl->closed, 1, memory_order_release);
+    sl_bell_ring(ch->cbell);
+}
+
+void sl_chan_mark_closed(sl_chan_t *ch)
+{
+    atomic_store_explicit(&ch->ctl->closed, 1, memory_order_release);
+    sl_bell_ring(ch->cbell);
+}
+
+bool sl_chan_blocked(sl_chan_t *ch, size_t need)
+{
+    if (sl_chan_grant(ch, true) == 0)
+        return true;
+    ch->p_limit = atomic_load_explicit(&ch->ctl->commit, memory_order_acquire) + ch->cap;
+    return ch->p_head + sl__chan_span(ch, SL_ALIGN_UP((uint64_t)need, SL_REC_ALIGN)) > ch->p_limit;
+}
+
+/* ---- consumer ------------------------------------------------------------------------------------ */
+
+uint64_t sl_chan_consumer_attach(sl_chan_t *ch)
+{
+    sl_chan_ctl_t *c = ch->ctl;
+    uint64_t taken = atomic_load_explicit(&c->read_events, memory_order_relaxed);
+    ch->c_read = atomic_load_explicit(&c->commit, memory_order_acquire);
+    ch->c_read_events = atomic_load_explicit(&c->commit_events, memory_order_relaxed);
+    ch->c_head = atomic_load_explicit(&c->head, memory_order_acquire);
+    atomic_store_explicit(&c->read, ch->c_read, memory_order_relaxed);
+    atomic_store_explicit(&c->read_events, ch->c_read_events, memory_order_relaxed);
+    atomic_fetch_add_explicit(&c->consumer_gen, 1, memory_order_relaxed);
+    return taken > ch->c_read_events ? taken - ch->c_read_events : 0;
+}
+
+/* Checks the framing of the record at offset off; 0 when it may be trusted. */
+static int sl__chan_check(const sl_chan_t *ch, const sl_rec_t *r, uint64_t off, uint64_t avail)
+{
+    uint64_t len = r->len;
+    if (r->flags & SL_REC_PAD)
+        return (len == ch->cap - off && len <= avail) ? 0 : SL_EBADMSG;
+    if (len < sizeof(sl_rec_t) || len > ch->max_rec)
+        return SL_EBADMSG;
+    uint64_t need = SL_ALIGN_UP(len, SL_REC_ALIGN);
+    if (off + need > ch->cap || need > avail)
+        return SL_EBADMSG;
+    uint64_t parts = (uint64_t)r->topic_len + r->key_len + r->attr_len + r->payload_len;
+    return parts + sizeof(sl_rec_t) == len ? 0 : SL_EBADMSG;
+}
+
+int sl_chan_next(sl_chan_t *ch, const sl_rec_t **rec)
+{
+    sl_chan_ctl_t *c = ch->ctl;
+    for (;;) {
+        if (ch->c_read == ch->c_head) {
+            ch->c_head = atomic_load_explicit(&c->head, memory_order_acquire);
+            if (ch->c_read == ch->c_head) {
+                if (!atomic_load_explicit(&c->closed, memory_order_acquire))
+                    return SL_EAGAIN;
+                ch->c_head = atomic_load_explicit(&c->head, memory_order_acquire);
+                if (ch->c_read == ch->c_head)
+                    return SL_EOF;
+            }
+        }
+        uint64_t off = ch->c_read & ch->mask;
+        const sl_rec_t *r = (const sl_rec_t *)(ch->data + off);
+        if (SL_UNLIKELY(sl__chan_check(ch, r, off, ch->c_head - ch->c_read) != 0))
+            return SL_EBADMSG;
+        if (r->flags & SL_REC_PAD) {
+            ch->c_read += r->len;
+            continue;
+        }
+        ch->c_read += SL_ALIGN_UP((uint64_t)r->len, SL_REC_ALIGN);
+        ch->c_read_events++;
+        /* A store to a line only this side writes: it stays in this core's cache. */
+        atomic_store_explicit(&c->read, ch->c_read, memory_order_relaxed);
+        atomic_store_explicit(&c->read_events, ch->c_read_events, memory_order_relaxed);
+        *rec = r;
+        return 0;
+    }
+}
+
+uint64_t sl_chan_read_pos(const sl_chan_t *ch) { return ch->c_read; }
+uint64_t sl_chan_read_events(const sl_chan_t *ch) { return ch->c_read_events; }
+
+void sl_chan_commit(sl_chan_t *ch, uint64_t pos, uint64_t events)
+{
+    sl_chan_ctl_t *c = ch->ctl;
+    assert(pos <= ch->c_read && events <= ch->c_read_events);
+    if (pos <= atomic_load_explicit(&c->commit, memory_order_relaxed))
+        return;
+    atomic_store_explicit(&c->commit_events, events, memory_order_relaxed);
+    atomic_store_explicit(&c->commit, pos, memory_order_release);
+    sl_bell_ring(ch->pbell);
+}
+
+void sl_chan_ask(sl_chan_t *ch, uint64_t asked)
+{
+    sl_chan_ctl_t *c = ch->ctl;
+    if (asked <= atomic_load_explicit(&c->asked, memory_order_relaxed))
+        return;
+    atomic_store_explicit(&c->asked, asked, memory_order_release);
+    sl_bell_ring(ch->pbell);
+}
+
+uint64_t sl_chan_asked(const sl_chan_t *ch) { return atomic_load_explicit(&ch->ctl->asked, memory_order_acquire); }
+
+uint64_t sl_chan_skip_corrupt(sl_chan_t *ch)
+{
+    uint64_t head = atomic_load_explicit(&ch->ctl->head, memory_order_acquire);
+    uint64_t skipped = head - ch->c_read;
+    /* The events count cannot be known for bytes that cannot be parsed; count them from sent. */
+    ch->c_read = head;
+    ch->c_head = head;
+    ch->c_read_events = atomic_load_explicit(&ch->ctl->sent, memory_order_relaxed);
+    return skipped;
+}
+
+bool sl_chan_readable(sl_chan_t *ch)
+{
+    if (ch->c_read != ch->c_head)
+        return true;
+    ch->c_head = atomic_load_explicit(&ch->ctl->head, memory_order_acquire);
+    return ch->c_read != ch->c_head || atomic_load_explicit(&ch->ctl->closed, memory_order_acquire);
+}
+
+void sl_chan_stat(const sl_chan_t *ch, sl_chan_stat_t *st)
+{
+    const sl_chan_ctl_t *c = ch->ctl;
+    st->head = atomic_load_explicit(&c->head, memory_order_acquire);
+    st->sent = atomic_load_explicit(&c->sent, memory_order_relaxed);
+    st->read = atomic_load_explicit(&c->read, memory_order_relaxed);
+    st->read_events = atomic_load_explicit(&c->read_events, memory_order_relaxed);
+    st->commit = atomic_load_explicit(&c->commit, memory_order_relaxed);
+    st->commit_events = atomic_load_explicit(&c->commit_events, memory_order_relaxed);
+    st->asked = atomic_load_explicit(&c->asked, memory_order_relaxed);
+    st->closed = atomic_load_explicit(&c->closed, memory_order_relaxed) != 0;
+}
+
+int sl_rec_attr_get(const sl_rec_t *r, const char *name, size_t name_len, const uint8_t **val, size_t *vlen)
+{
+    const uint8_t *p = sl_rec_attrs(r), *end = p + r->attr_len;
+    while (end - p >= 4) {
+        uint16_t nl, vl;
+        memcpy(&nl, p, 2);
+        memcpy(&vl, p + 2, 2);
+        p += 4;
+        if ((size_t)(end - p) < (size_t)nl + vl)
+            return SL_EBADMSG;
+        if (nl == name_len && memcmp(p, name, nl) == 0) {
+            *val = p + nl;
+            *vlen = vl;
+            return 0;
+        }
+        p += nl + vl;
+    }
+    return SL_ENOENT;
+}

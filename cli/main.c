@@ -1,0 +1,108 @@
+/*
+ * The sluice command line: `sluice run`, `sluice validate`, `sluice config-reference`, `sluice version`.
+ *
+ * Exit codes: 0 success; 1 the pipeline failed or the config is invalid; 2 usage errors and "cannot
+ * start" (SL_EXIT_FATAL), so a service manager does not restart sluice into the same bad config.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/sl.h"
+#include "config/config.h"
+#include "stages/stages.h"
+
+#define SL_VERSION "0.1.0"
+
+static void sl__usage(FILE *to)
+{
+    fprintf(to, "usage: sluice <command> [options]\n"
+                "\n"
+                "commands:\n"
+                "  run -c FILE [-v] [-q]     run the pipeline described by FILE until it drains or is stopped\n"
+                "                            (SIGINT/SIGTERM drain it; a second SIGINT stops at once)\n"
+                "  validate -c FILE          check FILE and print every error, or the topology summary\n"
+                "  config-reference          print the configuration reference (Markdown)\n"
+                "  version                   print the version\n"
+                "\n"
+                "options:\n"
+                "  -c, --config FILE         the pipeline's YAML file\n"
+                "  -v, --verbose             log debug lines (supervision transitions, worker starts)\n"
+                "  -q, --quiet               log warnings and errors only\n");
+}
+
+static int sl__cmd_run(int argc, char **argv)
+{
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"verbose", no_argument, NULL, 'v'},
+                                         {"quiet", no_argument, NULL, 'q'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    const char *path = NULL;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "c:vqh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': path = optarg; break;
+        case 'v': sl_log_set_level(SL_LOG_DEBUG); break;
+        case 'q': sl_log_set_level(SL_LOG_WARN); break;
+        case 'h': sl__usage(stdout); return 0;
+        default: sl__usage(stderr); return SL_EXIT_FATAL;
+        }
+    }
+    if (path == NULL || optind != argc) {
+        fprintf(stderr, "sluice run: %s\n", path ? "unexpected argument" : "missing -c FILE");
+        return SL_EXIT_FATAL;
+    }
+    sl_diags_t diags = {0};
+    sl_config_t *cfg = NULL;
+    if (sl_config_load(path, &cfg, &diags) != 0) {
+        sl_diags_print(&diags, stderr);
+        fprintf(stderr, "sluice run: %zu error%s in %s; not starting\n", diags.n, diags.n == 1 ? "" : "s", path);
+        sl_diags_free(&diags);
+        return SL_EXIT_FATAL;
+    }
+    sl_diags_free(&diags);
+    sl_runtime_t *rt = NULL;
+    int rc = sl_runtime_new(cfg, &rt);
+    if (rc != 0) {
+        sl_log(SL_LOG_ERROR, "master", rc, "cannot build the pipeline");
+        sl_config_destroy(cfg);
+        return SL_EXIT_FATAL;
+    }
+    sl_log(SL_LOG_INFO, "master", 0, "pipeline \"%s\" from %s: %zu nodes, starting", cfg->pipeline_name, path,
+           cfg->n_nodes);
+    int status = sl_runtime_run(rt);
+    sl_runtime_destroy(rt);
+    sl_config_destroy(cfg);
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        sl__usage(stderr);
+        return SL_EXIT_FATAL;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "run") == 0)
+        return sl__cmd_run(argc - 1, argv + 1);
+    if (strcmp(cmd, "validate") == 0)
+        return sl_cli_validate(argc - 1, argv + 1);
+    if (strcmp(cmd, "config-reference") == 0) {
+        sl_config_reference(stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("sluice %s\n", SL_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        sl__usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "sluice: unknown command \"%s\"\n\n", cmd);
+    sl__usage(stderr);
+    return SL_EXIT_FATAL;
+}

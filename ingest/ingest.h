@@ -1,0 +1,12 @@
+/*
+ * Sources: the producers at the front of a pipeline (MQTT, replay of captures, the synthetic fleet).
+ */
+#ifndef SL_INGEST_H
+#define SL_INGEST_H
+
+#include "stages/stages.h"
+
+/* `generator`: a synthetic fleet of devices emitting JSON telemetry with per-device sequence numbers. */
+extern const sl_stage_ops_t sl_source_generator_ops;
+
+#endif /* SL_INGEST_H */

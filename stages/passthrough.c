@@ -1,0 +1,21 @@
+/*
+ * The `passthrough` stage: forwards every event unchanged. It is the cheapest producer_consumer there is,
+ * so a chain of them measures the runtime itself (bench/run chain).
+ */
+#include "stages/stages.h"
+
+static int sl__pt_events(sl_ctx_t *ctx, void *state, const sl_event_t *evs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        int rc = sl_emit_event(ctx, &evs[i]);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+const sl_stage_ops_t sl_stage_passthrough_ops = {
+    .type = "passthrough",
+    .kind = SL_KIND_PRODUCER_CONSUMER,
+    .handle_events = sl__pt_events,
+};

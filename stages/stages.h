@@ -1,0 +1,180 @@
+/*
+ * Stages: GenStage-style demand, dispatchers, the stage behaviour interface, the worker loop that runs one
+ * stage instance per process, the shared statistics block, and the runtime (topology + master) that
+ * forks and supervises the workers.
+ *
+ * Invariants:
+ *  - A consumer never holds more than it asked for: demand on each input subscription follows GenStage
+ *    (ask max at start, take chunks of at most max - min, ask back up to max whenever what is outstanding
+ *    falls to min or below). A producer never publishes more than asked - sent on a channel.
+ *  - An input event is acknowledged (committed) only after everything derived from it is published
+ *    downstream, or, for a sink, after the outside world has it.
+ *  - Stage code keeps its state in the state pointer it returns from init and in its context: no globals,
+ *    so the same code could run in a thread executor.
+ */
+#ifndef SL_STAGES_H
+#define SL_STAGES_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "backpressure/backpressure.h"
+#include "common/sl.h"
+#include "config/config.h"
+
+/* ---- demand (GenStage consumer side, one per input subscription) ---------------------------------- */
+
+typedef struct sl_demand_s {
+    uint32_t max, min;
+    uint64_t asked; /* cumulative events asked */
+    uint64_t taken; /* cumulative events received */
+} sl_demand_t;
+
+/* Validates the pair: max >= 1 and min < max. Returns 0 or SL_EINVAL (nothing changed). */
+int sl_demand_init(sl_demand_t *d, uint32_t max, uint32_t min);
+/* Starts (or restarts, after re-attaching at taken events) a subscription whose cumulative ask was
+ * asked_before; returns the cumulative ask to send: at least taken + max, never less than asked_before. */
+uint64_t sl_demand_start(sl_demand_t *d, uint64_t taken, uint64_t asked_before);
+/* Largest number of events to take before the next demand decision: max - min. */
+static inline uint32_t sl_demand_chunk(const sl_demand_t *d) { return d->max - d->min; }
+/* Events asked and not received yet. */
+static inline uint64_t sl_demand_pending(const sl_demand_t *d) { return d->asked - d->taken; }
+/* Records that n events were received and handled. Returns the new cumulative ask when outstanding
+ * demand fell to min or below (the consumer asks back up to max), or 0 when no ask is due. */
+uint64_t sl_demand_handled(sl_demand_t *d, uint64_t n);
+
+/* ---- events and the stage behaviour ------------------------------------------------------------ */
+
+/* A view of one event; pointers are into the input channel and valid until the event is committed. */
+typedef struct sl_event_s {
+    const sl_rec_t *rec;
+    const char *topic;
+    const uint8_t *key;
+    const uint8_t *attrs;
+    const uint8_t *payload;
+    uint32_t topic_len, key_len, attr_len, payload_len;
+    uint64_t ingest_ns;
+} sl_event_t;
+
+void sl_event_from_rec(sl_event_t *ev, const sl_rec_t *rec);
+
+typedef enum sl_stage_kind_e {
+    SL_KIND_PRODUCER = 0,
+    SL_KIND_PRODUCER_CONSUMER = 1,
+    SL_KIND_CONSUMER = 2,
+} sl_stage_kind_t;
+
+typedef struct sl_ctx_s sl_ctx_t;
+
+/*
+ * The behaviour of a stage type: a const struct of callbacks (GenStage's callbacks). Every callback runs in
+ * the stage instance's own worker process, single-threaded.
+ *  - init: reads the node's params, allocates state (*state). Returns 0, or a negative code: the worker then
+ *    exits SL_EXIT_FATAL ("cannot start"), which its supervisor never respawns.
+ *  - handle_demand (producers): emit up to demand events with sl_emit(). Returns the number emitted (0 when
+ *    nothing is available now), SL_EOF when the stream has ended, or a negative code (crash).
+ *  - handle_events (producer_consumers and consumers): handle n events; emit derived events with
+ *    sl_emit(). Returns 0, or a negative code (the worker treats it as a crash).
+ *  - handle_timer: called when the deadline set with sl_ctx_set_timer() passes.
+ *  - terminate: flush and free; reason is 0 on a normal end (drain), negative otherwise.
+ */
+typedef struct sl_stage_ops_s {
+    const char *type;
+    sl_stage_kind_t kind;
+    int (*init)(sl_ctx_t *ctx, void **state);
+    int (*handle_demand)(sl_ctx_t *ctx, void *state, uint64_t demand);
+    int (*handle_events)(sl_ctx_t *ctx, void *state, const sl_event_t *evs, size_t n);
+    int (*handle_timer)(sl_ctx_t *ctx, void *state);
+    void (*terminate)(sl_ctx_t *ctx, void *state, int reason);
+} sl_stage_ops_t;
+
+/* Finds the behaviour of a node type for a role; NULL if none. */
+const sl_stage_ops_t *sl_stage_lookup(sl_conf_role_t role, const char *type);
+
+/* What a stage instance emits: copied into the chosen output channel(s). */
+typedef struct sl_emit_s {
+    const char *topic;
+    const void *key;
+    const void *attrs;
+    const void *payload;
+    uint32_t topic_len, key_len, attr_len, payload_len;
+    uint16_t flags;
+    uint8_t qos;
+    uint64_t ingest_ns;
+} sl_emit_t;
+
+/*
+ * Emits one event downstream. Returns 0 (published at the next flush, or held in the instance's bounded
+ * overflow stash until a consumer has demand for it), SL_EMSGSIZE when it is larger than the channel's
+ * largest record, or SL_ENOSPC when the stash is full (a stage that emits far more events than it takes
+ * must check sl_ctx_demand()). Stage callbacks only.
+ */
+int sl_emit(sl_ctx_t *ctx, const sl_emit_t *em);
+/* Re-emits an input event unchanged (the pass-through fast path). */
+int sl_emit_event(sl_ctx_t *ctx, const sl_event_t *ev);
+/* Events the instance may emit now without stashing: the downstream demand. */
+uint64_t sl_ctx_demand(sl_ctx_t *ctx);
+
+/* Events already published on the instance's first output (by it and its predecessors): where a
+ * restarted producer resumes. */
+uint64_t sl_ctx_published(sl_ctx_t *ctx);
+
+const sl_conf_node_t *sl_ctx_node(const sl_ctx_t *ctx);
+const char *sl_ctx_name(const sl_ctx_t *ctx); /* "relay#1" */
+uint32_t sl_ctx_instance(const sl_ctx_t *ctx);
+bool sl_ctx_stopping(const sl_ctx_t *ctx); /* shutdown requested: producers stop taking input */
+void sl_ctx_set_timer(sl_ctx_t *ctx, uint64_t deadline_ns); /* monotonic; 0 = none */
+/* Counts events that failed (bad input, dead-lettered) for the statistics. */
+void sl_ctx_count_failed(sl_ctx_t *ctx, uint64_t n);
+
+/* ---- statistics (shared memory, one slot per instance) ------------------------------------------ */
+
+typedef struct sl_stats_slot_s {
+    _Alignas(SL_CACHELINE) char name[48];
+    _Atomic int32_t pid;
+    _Atomic uint32_t state; /* SL_INST_* */
+    /* Written by the worker. */
+    _Alignas(SL_CACHELINE) _Atomic uint64_t events_in;
+    _Atomic uint64_t events_out;
+    _Atomic uint64_t bytes_in;
+    _Atomic uint64_t bytes_out;
+    _Atomic uint64_t failed;
+    _Atomic uint64_t redelivered; /* events delivered again after a restart (duplicates) */
+    _Atomic uint64_t corrupt;     /* corrupt records skipped (bytes) */
+    _Atomic uint64_t heartbeat_ns;
+    /* Written by the master. */
+    _Alignas(SL_CACHELINE) _Atomic uint64_t restarts;
+    _Atomic int32_t last_status; /* wait status of the last exit */
+    _Atomic uint32_t stop;       /* shutdown requested: a producer stops taking input */
+} sl_stats_slot_t;
+
+/* ---- runtime: topology, workers, master ---------------------------------------------------------- */
+
+typedef struct sl_runtime_s sl_runtime_t;
+
+/*
+ * Builds the runtime topology of a validated config: one instance per node and concurrency, one channel
+ * per (producer instance, consumer instance) pair of every edge, a bell per instance, a stats slot per
+ * instance. Returns 0 and *out, or a negative code (logged). Master process, before forking. The config
+ * must outlive the runtime.
+ */
+int sl_runtime_new(const sl_config_t *cfg, sl_runtime_t **out);
+void sl_runtime_destroy(sl_runtime_t *rt);
+
+/*
+ * Forks every worker, supervises them until the pipeline has drained (every worker exited 0) or
+ * supervision gave up. Prints a summary line every cfg->summary_interval_ns to stderr. Handles SIGTERM
+ * and SIGINT as a draining shutdown. Returns the process exit status: 0 when everything drained.
+ */
+int sl_runtime_run(sl_runtime_t *rt);
+
+/* Totals over the instances of a node, for summaries and tests. */
+typedef struct sl_node_totals_s {
+    uint64_t events_in, events_out, bytes_in, bytes_out, failed, redelivered, restarts;
+} sl_node_totals_t;
+void sl_runtime_node_totals(const sl_runtime_t *rt, size_t node, sl_node_totals_t *t);
+
+#endif /* SL_STAGES_H */

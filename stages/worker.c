@@ -1,0 +1,387 @@
+/*
+ * The worker loop: runs one stage instance in its own process.
+ *
+ * Invariants:
+ *  - An input event is committed only after the events derived from it are published (or, for a sink,
+ *    after handle_events returned). While the stash holds events, nothing taken since is committed and no
+ *    new input is taken.
+ *  - A producer_consumer takes input only while downstream has demand, at most that many events, so a
+ *    1:1 stage never needs the stash.
+ *  - The instance sleeps on its bell only after a pass that made no progress; peers ring it.
+ *  - Counters in the stats slot are written with plain stores of local totals (one writer), once per pass.
+ *
+ * Signals: SIGTERM asks for a draining stop (a producer closes its outputs; other stages go on until their
+ * inputs are closed and drained), SIGINT is ignored (the master orchestrates Ctrl-C), and the worker dies
+ * with its master (PR_SET_PDEATHSIG delivers SIGTERM, so what is in the channels still drains).
+ */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "stages/stages_int.h"
+
+#define SL_WORKER_TICK_NS (100 * SL_NS_PER_MS)
+
+static volatile sig_atomic_t sl__worker_stop;
+
+static void sl__on_term(int sig)
+{
+    (void)sig;
+    sl__worker_stop = 1;
+}
+
+struct sl_ctx_s {
+    sl_runtime_t *rt;
+    sl_inst_t *inst;
+    const sl_conf_node_t *node;
+    void *state;
+    sl_demand_t *dem; /* [n_in] */
+    bool *eof;        /* [n_in] */
+    bool *uncommitted; /* [n_in]: taken events waiting for the stash to drain before commit */
+    sl_event_t *evs;
+    size_t evs_cap;
+    sl_stash_t stash;
+    uint64_t timer_ns;
+    uint32_t rr;
+    bool idle; /* a producer that had demand and emitted nothing: wait for its timer or a wake */
+    /* Local totals, copied to the stats slot once per pass. */
+    uint64_t in, out, bytes_in, failed, redelivered, corrupt;
+};
+
+void sl_event_from_rec(sl_event_t *ev, const sl_rec_t *rec)
+{
+    ev->rec = rec;
+    ev->topic = sl_rec_topic(rec);
+    ev->key = sl_rec_key(rec);
+    ev->attrs = sl_rec_attrs(rec);
+    ev->payload = sl_rec_payload(rec);
+    ev->topic_len = rec->topic_len;
+    ev->key_len = rec->key_len;
+    ev->attr_len = rec->attr_len;
+    ev->payload_len = rec->payload_len;
+    ev->ingest_ns = rec->ingest_ns;
+}
+
+int sl_emit(sl_ctx_t *ctx, const sl_emit_t *em)
+{
+    int rc = sl__out_emit(ctx->inst, &ctx->stash, em, NULL);
+    if (rc == 0)
+        ctx->out++;
+    return rc;
+}
+
+int sl_emit_event(sl_ctx_t *ctx, const sl_event_t *ev)
+{
+    int rc = sl__out_emit(ctx->inst, &ctx->stash, NULL, ev->rec);
+    if (rc == 0)
+        ctx->out++;
+    return rc;
+}
+
+uint64_t sl_ctx_demand(sl_ctx_t *ctx) { return sl__stash_empty(&ctx->stash) ? sl__out_demand(ctx->inst) : 0; }
+uint64_t sl_ctx_published(sl_ctx_t *ctx)
+{
+    if (ctx->inst->n_out == 0)
+        return 0;
+    const sl_out_group_t *g = &ctx->inst->out[0];
+    uint64_t n = 0;
+    for (uint32_t c = 0; c < g->n; c++) {
+        sl_chan_stat_t st;
+        sl_chan_stat(g->chans[c], &st);
+        if (g->kind == SL_DISP_BROADCAST)
+            return st.sent;
+        n += st.sent;
+    }
+    return n;
+}
+
+const sl_conf_node_t *sl_ctx_node(const sl_ctx_t *ctx) { return ctx->node; }
+const char *sl_ctx_name(const sl_ctx_t *ctx) { return ctx->inst->name; }
+uint32_t sl_ctx_instance(const sl_ctx_t *ctx) { return ctx->inst->index; }
+static bool sl__stop_requested(const sl_inst_t *inst)
+{
+    return sl__worker_stop != 0 || atomic_load_explicit(&inst->stats->stop, memory_order_relaxed) != 0;
+}
+
+bool sl_ctx_stopping(const sl_ctx_t *ctx) { return sl__stop_requested(ctx->inst); }
+void sl_ctx_set_timer(sl_ctx_t *ctx, uint64_t deadline_ns) { ctx->timer_ns = deadline_ns; }
+void sl_ctx_count_failed(sl_ctx_t *ctx, uint64_t n) { ctx->failed += n; }
+
+static void sl__ctx_publish_stats(sl_ctx_t *ctx)
+{
+    sl_stats_slot_t *s = ctx->inst->stats;
+    atomic_store_explicit(&s->events_in, ctx->in, memory_order_relaxed);
+    atomic_store_explicit(&s->events_out, ctx->out, memory_order_relaxed);
+    atomic_store_explicit(&s->bytes_in, ctx->bytes_in, memory_order_relaxed);
+    atomic_store_explicit(&s->failed, ctx->failed, memory_order_relaxed);
+    atomic_store_explicit(&s->redelivered, ctx->redelivered, memory_order_relaxed);
+    atomic_store_explicit(&s->corrupt, ctx->corrupt, memory_order_relaxed);
+    atomic_store_explicit(&s->heartbeat_ns, sl_now_ns(), memory_order_relaxed);
+}
+
+/* Commits what was taken from every input, once the stash no longer holds events derived from it. */
+static void sl__ctx_commit_inputs(sl_ctx_t *ctx)
+{
+    for (uint32_t i = 0; i < ctx->inst->n_in; i++) {
+        if (!ctx->uncommitted[i])
+            continue;
+        sl_chan_t *ch = ctx->inst->in[i];
+        sl_chan_commit(ch, sl_chan_read_pos(ch), sl_chan_read_events(ch));
+        ctx->uncommitted[i] = false;
+    }
+}
+
+static int sl__ctx_init(sl_ctx_t *ctx, sl_runtime_t *rt, sl_inst_t *inst)
+{
+    memset(ctx, 0, sizeof *ctx);
+    ctx->rt = rt;
+    ctx->inst = inst;
+    ctx->node = &rt->cfg->nodes[inst->node];
+    uint32_t n_in = inst->n_in ? inst->n_in : 1;
+    ctx->dem = calloc(n_in, sizeof *ctx->dem);
+    ctx->eof = calloc(n_in, sizeof *ctx->eof);
+    ctx->uncommitted = calloc(n_in, sizeof *ctx->uncommitted);
+    ctx->evs_cap = ctx->node->max_demand;
+    ctx->evs = calloc(ctx->evs_cap, sizeof *ctx->evs);
+    /* The stash holds what one input batch can emit beyond the downstream demand: with 1:1 stages that
+     * is nothing; fan-out stages get one max-size record per output group plus slack. */
+    size_t stash_cap = 256 * 1024;
+    for (uint32_t g = 0; g < inst->n_out; g++)
+        stash_cap += sl_chan_max_record(inst->out[g].chans[0]) + 64;
+    if (!ctx->dem || !ctx->eof || !ctx->uncommitted || !ctx->evs || sl__stash_init(&ctx->stash, stash_cap))
+        return SL_ENOMEM;
+    /* Counters are cumulative over restarts: start from what the predecessor published. */
+    sl_stats_slot_t *s = inst->stats;
+    ctx->in = atomic_load_explicit(&s->events_in, memory_order_relaxed);
+    ctx->out = atomic_load_explicit(&s->events_out, memory_order_relaxed);
+    ctx->bytes_in = atomic_load_explicit(&s->bytes_in, memory_order_relaxed);
+    ctx->failed = atomic_load_explicit(&s->failed, memory_order_relaxed);
+    ctx->redelivered = atomic_load_explicit(&s->redelivered, memory_order_relaxed);
+    ctx->corrupt = atomic_load_explicit(&s->corrupt, memory_order_relaxed);
+    uint64_t before = ctx->redelivered;
+    for (uint32_t i = 0; i < inst->n_in; i++) {
+        if (sl_demand_init(&ctx->dem[i], ctx->node->max_demand, ctx->node->min_demand) != 0)
+            return SL_EINVAL;
+        ctx->redelivered += sl_chan_consumer_attach(inst->in[i]);
+        sl_chan_t *ch = inst->in[i];
+        sl_chan_ask(ch, sl_demand_start(&ctx->dem[i], sl_chan_read_events(ch), sl_chan_asked(ch)));
+    }
+    for (uint32_t g = 0; g < inst->n_out; g++)
+        for (uint32_t c = 0; c < inst->out[g].n; c++)
+            sl_chan_producer_attach(inst->out[g].chans[c]);
+    if (ctx->redelivered > before)
+        sl_log(SL_LOG_INFO, inst->name, 0, "resuming at the last commit: %llu events will be delivered again",
+               (unsigned long long)(ctx->redelivered - before));
+    return 0;
+}
+
+static void sl__ctx_free(sl_ctx_t *ctx)
+{
+    free(ctx->dem);
+    free(ctx->eof);
+    free(ctx->uncommitted);
+    free(ctx->evs);
+    sl__stash_free(&ctx->stash);
+}
+
+/* Takes up to limit events from input i into ctx->evs; marks EOF; skips (and counts) corrupt framing. */
+static size_t sl__take(sl_ctx_t *ctx, uint32_t i, size_t limit)
+{
+    sl_chan_t *ch = ctx->inst->in[i];
+    size_t n = 0;
+    while (n < limit) {
+        const sl_rec_t *rec;
+        int rc = sl_chan_next(ch, &rec);
+        if (rc == 0) {
+            sl_event_from_rec(&ctx->evs[n++], rec);
+            ctx->bytes_in += rec->len;
+            continue;
+        }
+        if (rc == SL_EOF) {
+            ctx->eof[i] = true;
+        } else if (rc == SL_EBADMSG) {
+            uint64_t skipped = sl_chan_skip_corrupt(ch);
+            ctx->corrupt += skipped;
+            sl_log(SL_LOG_ERROR, ctx->inst->name, rc, "input %s: corrupt record framing, skipped %llu bytes",
+                   sl_chan_name(ch), (unsigned long long)skipped);
+        }
+        break;
+    }
+    return n;
+}
+
+/* One pass over the inputs, fairly (round-robin start). Returns events handled, or a negative code. */
+static int64_t sl__consume_pass(sl_ctx_t *ctx)
+{
+    sl_inst_t *inst = ctx->inst;
+    int64_t total = 0;
+    for (uint32_t k = 0; k < inst->n_in; k++) {
+        uint32_t i = (ctx->rr + k) % inst->n_in;
+        if (ctx->eof[i])
+            continue;
+        size_t limit = SL_MIN((size_t)sl_demand_chunk(&ctx->dem[i]), ctx->evs_cap);
+        if (inst->n_out > 0) {
+            uint64_t d = sl_ctx_demand(ctx);
+            if (d == 0)
+                break;
+            limit = (size_t)SL_MIN((uint64_t)limit, d);
+        }
+        size_t n = sl__take(ctx, i, limit);
+        if (n == 0)
+            continue;
+        int rc = inst->ops->handle_events(ctx, ctx->state, ctx->evs, n);
+        if (rc < 0)
+            return rc;
+        ctx->in += n;
+        ctx->uncommitted[i] = true;
+        sl__out_publish(inst);
+        if (sl__stash_empty(&ctx->stash))
+            sl__ctx_commit_inputs(ctx);
+        uint64_t ask = sl_demand_handled(&ctx->dem[i], n);
+        if (ask)
+            sl_chan_ask(inst->in[i], ask);
+        total += (int64_t)n;
+    }
+    ctx->rr++;
+    return total;
+}
+
+static bool sl__all_eof(const sl_ctx_t *ctx)
+{
+    for (uint32_t i = 0; i < ctx->inst->n_in; i++)
+        if (!ctx->eof[i])
+            return false;
+    return true;
+}
+
+static bool sl__ready(void *arg)
+{
+    sl_ctx_t *ctx = arg;
+    sl_inst_t *inst = ctx->inst;
+    if (inst->ops->kind == SL_KIND_PRODUCER && sl__stop_requested(inst))
+        return true;
+    if (!sl__stash_empty(&ctx->stash))
+        return sl__out_ready(inst, &ctx->stash);
+    if (inst->n_out > 0 && sl__out_demand(inst) == 0)
+        return false;
+    if (inst->ops->kind == SL_KIND_PRODUCER)
+        return !ctx->idle;
+    for (uint32_t i = 0; i < inst->n_in; i++)
+        if (!ctx->eof[i] && sl_chan_readable(inst->in[i]))
+            return true;
+    return false;
+}
+
+/* Runs a pass of the instance; returns >0 on progress, 0 when idle, SL_EOF when done, <0 on a crash. */
+static int64_t sl__pass(sl_ctx_t *ctx)
+{
+    sl_inst_t *inst = ctx->inst;
+    int64_t progress = 0;
+    if (!sl__stash_empty(&ctx->stash)) {
+        uint64_t before = ctx->stash.events;
+        int rc = sl__out_flush_stash(inst, &ctx->stash);
+        progress += (int64_t)(before - ctx->stash.events);
+        sl__out_publish(inst);
+        if (rc != 0)
+            return progress;
+        sl__ctx_commit_inputs(ctx);
+    }
+    if (ctx->timer_ns && sl_now_ns() >= ctx->timer_ns) {
+        ctx->timer_ns = 0;
+        ctx->idle = false;
+        if (inst->ops->handle_timer) {
+            int rc = inst->ops->handle_timer(ctx, ctx->state);
+            if (rc < 0)
+                return rc;
+            sl__out_publish(inst);
+        }
+    }
+    if (inst->ops->kind == SL_KIND_PRODUCER) {
+        if (sl__stop_requested(inst))
+            return SL_EOF;
+        uint64_t d = sl_ctx_demand(ctx);
+        if (d == 0)
+            return progress;
+        int rc = inst->ops->handle_demand(ctx, ctx->state, d);
+        sl__out_publish(inst);
+        ctx->idle = rc == 0;
+        return rc < 0 ? rc : progress + rc;
+    }
+    int64_t n = sl__consume_pass(ctx);
+    if (n < 0)
+        return n;
+    if (n == 0 && progress == 0 && sl__all_eof(ctx) && sl__stash_empty(&ctx->stash))
+        return SL_EOF;
+    return progress + n;
+}
+
+static void sl__worker_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = sl__on_term;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGPIPE, &sa, NULL);
+    sa.sa_handler = SIG_DFL;
+    sigaction(SIGCHLD, &sa, NULL);
+    sigset_t all;
+    sigemptyset(&all);
+    sigprocmask(SIG_SETMASK, &all, NULL);
+}
+
+int sl__worker_main(sl_runtime_t *rt, sl_inst_t *inst)
+{
+    sl__worker_stop = 0;
+    sl__worker_signals();
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != rt->master_pid)
+        sl__worker_stop = 1; /* the master died before we could ask to be told */
+    sl_ctx_t ctx;
+    int rc = sl__ctx_init(&ctx, rt, inst);
+    if (rc == 0 && inst->ops->init)
+        rc = inst->ops->init(&ctx, &ctx.state);
+    if (rc != 0) {
+        sl_log(SL_LOG_ERROR, inst->name, rc, "cannot start");
+        sl__ctx_free(&ctx);
+        return SL_EXIT_FATAL;
+    }
+    int64_t r;
+    for (;;) {
+        r = sl__pass(&ctx);
+        sl__ctx_publish_stats(&ctx);
+        if (r < 0)
+            break;
+        if (r > 0)
+            continue;
+        uint64_t timeout = SL_WORKER_TICK_NS;
+        if (ctx.timer_ns) {
+            uint64_t now = sl_now_ns();
+            timeout = ctx.timer_ns > now ? SL_MIN(timeout, ctx.timer_ns - now) : 0;
+        }
+        if (timeout)
+            sl_bell_wait(inst->bell, sl__ready, &ctx, timeout);
+    }
+    if (r != SL_EOF) {
+        sl_log(SL_LOG_ERROR, inst->name, (int)r, "stage callback failed");
+        abort(); /* a crash: the supervisor restarts us, and the unacknowledged window is redelivered */
+    }
+    if (inst->ops->terminate)
+        inst->ops->terminate(&ctx, ctx.state, 0);
+    sl__out_publish(inst);
+    /* A drain ends only when the stash is empty; a terminate callback may have emitted more. */
+    while (!sl__stash_empty(&ctx.stash)) {
+        if (sl__out_flush_stash(inst, &ctx.stash) != 0)
+            sl_bell_wait(inst->bell, sl__ready, &ctx, SL_WORKER_TICK_NS);
+        sl__out_publish(inst);
+    }
+    sl__ctx_commit_inputs(&ctx);
+    sl__out_close(inst);
+    sl__ctx_publish_stats(&ctx);
+    sl__ctx_free(&ctx);
+    return 0;
+}
