@@ -1,0 +1,229 @@
+/*
+ * The schema: the one table of every configuration key, and the table of node types.
+ *
+ * Everything about a key lives in its row: type, default, bounds or allowed values, whether it is
+ * secret, and its one-line description. The loader checks files against these rows, the reference
+ * (docs/config.md, from sl_config_reference()) is generated from them, and a unit test checks that every
+ * default and bound parses and that every default is within its bounds. Defaults and bounds are written
+ * the way a user writes them in a file ("64KiB", "5s") and go through the same parsers.
+ *
+ * Adding a node type = one row in sl__types[] plus one row per key of its own in sl__keys[] (section
+ * "<role section>.<type>"); the runtime then reads them with sl_conf_int() and friends.
+ */
+#include "config/config_int.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int sl__check_ident(const char *text, const char **why)
+{
+    size_t n = strlen(text);
+    if (n == 0 || n > 64) {
+        *why = "expected 1 to 64 letters, digits, '_' or '-'";
+        return SL_EINVAL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char c = text[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+              c == '-')) {
+            *why = "expected only letters, digits, '_' and '-'";
+            return SL_EINVAL;
+        }
+    }
+    return 0;
+}
+
+static int sl__check_hostport(const char *text, const char **why)
+{
+    const char *colon = strrchr(text, ':');
+    *why = "expected HOST:PORT like 127.0.0.1:9464, [::1]:9464 or :9464 (all interfaces)";
+    if (colon == NULL || colon[1] == '\0')
+        return SL_EINVAL;
+    if (strchr(text, ':') != colon && (text[0] != '[' || colon[-1] != ']'))
+        return SL_EINVAL; /* an IPv6 address needs brackets */
+    uint64_t port;
+    if (sl__parse_count(colon + 1, &port) != 0 || port == 0 || port > 65535 || strchr(colon, '_') != NULL)
+        return SL_EINVAL;
+    return 0;
+}
+
+static int sl__check_nonempty(const char *text, const char **why)
+{
+    *why = "expected a non-empty string";
+    return text[0] == '\0' ? SL_EINVAL : 0;
+}
+
+#define SL__IDENT sl__check_ident, "letters, digits, `_`, `-`"
+#define SL__NOCHECK NULL, NULL
+
+/* section, key, kind, default, computed-default doc, min, max, values, check, check doc, flags, doc */
+static const sl__key_t sl__keys[] = {
+    {"pipeline", "name", SL_PARAM_STRING, "sluice", NULL, NULL, NULL, NULL, SL__IDENT, 0,
+     "Name of the pipeline in logs, metrics and the summary."},
+
+    {"channels", "max_demand", SL_PARAM_COUNT, "1000", NULL, "1", "1_000_000", NULL, SL__NOCHECK, 0,
+     "Events a consumer asks for at once; the default of every node's max_demand."},
+    {"channels", "min_demand", SL_PARAM_COUNT, NULL, "max_demand / 2", "0", "999_999", NULL, SL__NOCHECK, 0,
+     "A consumer asks again when its outstanding demand falls to this; must be below max_demand."},
+    {"channels", "capacity", SL_PARAM_SIZE, "1MiB", NULL, "64KiB", "1GiB", NULL, SL__NOCHECK, 0,
+     "Bytes of each channel (one per producer instance and consumer instance); the nodes' default."},
+    {"channels", "memory_limit", SL_PARAM_SIZE, "256MiB", NULL, "1MiB", "1TiB", NULL, SL__NOCHECK, 0,
+     "Upper bound of the sum of all channel capacities; a config above it does not load."},
+
+    {"supervision", "strategy", SL_PARAM_ENUM, "one_for_one", NULL, NULL, NULL,
+     "one_for_one|one_for_all|rest_for_one", SL__NOCHECK, 0,
+     "Which instances restart when one crashes: itself, its whole group, or it and those started after."},
+    {"supervision", "restart", SL_PARAM_ENUM, "permanent", NULL, NULL, NULL, "permanent|transient|temporary",
+     SL__NOCHECK, 0, "Restart always, only after a crash, or never."},
+    {"supervision", "max_restarts", SL_PARAM_COUNT, "3", NULL, "0", "1_000_000", NULL, SL__NOCHECK, 0,
+     "Restarts allowed within max_seconds before the group gives up and escalates."},
+    {"supervision", "max_seconds", SL_PARAM_DURATION, "5s", NULL, "1ms", "24h", NULL, SL__NOCHECK, 0,
+     "The window of max_restarts."},
+    {"supervision", "watchdog", SL_PARAM_DURATION, "0s", NULL, "0s", "1h", NULL, SL__NOCHECK, 0,
+     "Kill an instance whose heartbeat is older than this while it has work; 0s = off."},
+    {"supervision", "shutdown_timeout", SL_PARAM_DURATION, "30s", NULL, "0s", "1h", NULL, SL__NOCHECK, 0,
+     "How long a draining shutdown may take before the remaining workers are killed."},
+
+    {"metrics", "enabled", SL_PARAM_BOOL, "true", NULL, NULL, NULL, NULL, SL__NOCHECK, 0,
+     "Serve Prometheus /metrics and /healthz."},
+    {"metrics", "listen", SL_PARAM_STRING, "127.0.0.1:9464", NULL, NULL, NULL, NULL, sl__check_hostport,
+     "`HOST:PORT`", 0, "Address of the metrics endpoint (loopback by default)."},
+    {"metrics", "summary_interval", SL_PARAM_DURATION, "1s", NULL, "0s", "1h", NULL, SL__NOCHECK, 0,
+     "Period of the one-line throughput summary in the log; 0s = none."},
+
+    {"node", "name", SL_PARAM_STRING, NULL, NULL, NULL, NULL, NULL, SL__IDENT, SL__KEY_REQUIRED,
+     "Unique name of the node among all sources, stages and sinks."},
+    {"node", "type", SL_PARAM_STRING, NULL, NULL, NULL, NULL, NULL, SL__NOCHECK, SL__KEY_REQUIRED,
+     "What the node does: one of the types below for its role."},
+    {"node", "from", SL_PARAM_LIST, NULL, "none", NULL, NULL, NULL, SL__NOCHECK, 0,
+     "Sources or stages it takes input from; required for stages and sinks, not allowed for sources."},
+    {"node", "concurrency", SL_PARAM_COUNT, "1", NULL, "1", "256", NULL, SL__NOCHECK, 0,
+     "Instances (worker processes) of the node."},
+    {"node", "max_demand", SL_PARAM_COUNT, NULL, "channels.max_demand", "1", "1_000_000", NULL, SL__NOCHECK,
+     0, "Demand of each of its input subscriptions."},
+    {"node", "min_demand", SL_PARAM_COUNT, NULL,
+     "channels.min_demand, or max_demand / 2 when the node sets max_demand", "0", "999_999", NULL,
+     SL__NOCHECK, 0, "Must be below max_demand."},
+    {"node", "dispatcher", SL_PARAM_ENUM, "demand", NULL, NULL, NULL, "demand|broadcast|partition",
+     SL__NOCHECK, 0, "How each upstream instance spreads events over this node's instances."},
+    {"node", "partition_by", SL_PARAM_STRING, NULL, "none", NULL, NULL, NULL, sl__check_nonempty,
+     "non-empty", 0, "Partition key (`key` or an attribute name); required by, and only for, partition."},
+    {"node", "capacity", SL_PARAM_SIZE, NULL, "channels.capacity", "64KiB", "1GiB", NULL, SL__NOCHECK, 0,
+     "Bytes of each of its input channels."},
+    {"node", "supervision", SL_PARAM_MAP, NULL, "the supervision section", NULL, NULL, "supervision",
+     SL__NOCHECK, 0, "Overrides any key of the supervision section for this node."},
+
+    {"sources.generator", "count", SL_PARAM_COUNT, "0", NULL, NULL, NULL, NULL, SL__NOCHECK, 0,
+     "Events to generate; 0 = until stopped."},
+    {"sources.generator", "rate", SL_PARAM_COUNT, "0", NULL, NULL, NULL, NULL, SL__NOCHECK, 0,
+     "Events per second; 0 = as fast as demand allows."},
+    {"sources.generator", "devices", SL_PARAM_COUNT, "1000", NULL, "1", "10_000_000", NULL, SL__NOCHECK, 0,
+     "Distinct simulated devices (event keys)."},
+    {"sources.generator", "payload_size", SL_PARAM_SIZE, "180B", NULL, "64B", "1MiB", NULL, SL__NOCHECK, 0,
+     "Bytes of each event's payload."},
+
+    {"stages.chaos", "crash_every", SL_PARAM_COUNT, "0", NULL, NULL, NULL, NULL, SL__NOCHECK, 0,
+     "Crash after every this many events; 0 = never."},
+    {"stages.chaos", "signal", SL_PARAM_ENUM, "SIGSEGV", NULL, NULL, NULL, "SIGSEGV|SIGABRT|SIGKILL|SIGBUS",
+     SL__NOCHECK, 0, "How to crash."},
+    {"stages.chaos", "crash_on_key", SL_PARAM_STRING, "", NULL, NULL, NULL, NULL, SL__NOCHECK, 0,
+     "Crash on every event with this key (a poison message); empty = none."},
+    {"stages.chaos", "hang_after", SL_PARAM_COUNT, "0", NULL, NULL, NULL, NULL, SL__NOCHECK, 0,
+     "Stop making progress after this many events (for the watchdog); 0 = never."},
+    {"stages.chaos", "exit_after", SL_PARAM_COUNT, "0", NULL, NULL, NULL, NULL, SL__NOCHECK, 0,
+     "Exit with exit_code after this many events; 0 = never."},
+    {"stages.chaos", "exit_code", SL_PARAM_INT, "1", NULL, "0", "255", NULL, SL__NOCHECK, 0,
+     "Exit status used by exit_after."},
+
+    {"sinks.null", "verify_sequence", SL_PARAM_BOOL, "false", NULL, NULL, NULL, NULL, SL__NOCHECK, 0,
+     "Check that each device's sequence numbers arrive without gaps (duplicates are counted)."},
+};
+
+static const sl__type_t sl__types[] = {
+    {SL_ROLE_SOURCE, "generator", "sources.generator", "Synthetic fleet telemetry, as fast or as slow as asked."},
+    {SL_ROLE_STAGE, "passthrough", "stages.passthrough", "Forwards every event unchanged."},
+    {SL_ROLE_STAGE, "chaos", "stages.chaos", "Forwards events and misbehaves on purpose, for testing supervision."},
+    {SL_ROLE_SINK, "null", "sinks.null", "Acknowledges and discards every event."},
+};
+
+static const sl__schema_t sl__builtin = {
+    sl__keys, SL_ARRAY_LEN(sl__keys), sl__types, SL_ARRAY_LEN(sl__types),
+};
+
+const sl__schema_t *sl__schema_builtin(void) { return &sl__builtin; }
+
+const sl__key_t *sl__schema_key(const sl__schema_t *sc, const char *section, const char *key)
+{
+    for (size_t i = 0; i < sc->n_keys; i++)
+        if (strcmp(sc->keys[i].section, section) == 0 && strcmp(sc->keys[i].key, key) == 0)
+            return &sc->keys[i];
+    return NULL;
+}
+
+const sl__type_t *sl__schema_type(const sl__schema_t *sc, sl_conf_role_t role, const char *name)
+{
+    for (size_t i = 0; i < sc->n_types; i++)
+        if (sc->types[i].role == role && strcmp(sc->types[i].name, name) == 0)
+            return &sc->types[i];
+    return NULL;
+}
+
+const char *sl__role_section(sl_conf_role_t role)
+{
+    static const char *const s[] = {"sources", "stages", "sinks"};
+    return s[role];
+}
+
+const char *sl__role_name(sl_conf_role_t role)
+{
+    static const char *const s[] = {"source", "stage", "sink"};
+    return s[role];
+}
+
+const char *sl_dispatcher_name(sl_dispatcher_t d)
+{
+    switch (d) {
+#define SL_DISP_NAME(name, text)                                                                           \
+    case SL_DISP_##name:                                                                                   \
+        return text;
+        SL_DISPATCHER_MAP(SL_DISP_NAME)
+#undef SL_DISP_NAME
+    }
+    return "?";
+}
+
+const char *sl_strategy_name(sl_strategy_t s)
+{
+    switch (s) {
+#define SL_STRAT_NAME(name, text)                                                                          \
+    case SL_STRATEGY_##name:                                                                               \
+        return text;
+        SL_STRATEGY_MAP(SL_STRAT_NAME)
+#undef SL_STRAT_NAME
+    }
+    return "?";
+}
+
+const char *sl_restart_name(sl_restart_t r)
+{
+    switch (r) {
+#define SL_RESTART_NAME(name, text)                                                                        \
+    case SL_RESTART_##name:                                                                                \
+        return text;
+        SL_RESTART_MAP(SL_RESTART_NAME)
+#undef SL_RESTART_NAME
+    }
+    return "?";
+}
+
+const char *sl_param_kind_name(sl_param_kind_t k)
+{
+    switch (k) {
+#define SL_PARAM_NAME(name, ref, expect)                                                                   \
+    case SL_PARAM_##name:                                                                                  \
+        return ref;
+        SL_PARAM_KIND_MAP(SL_PARAM_NAME)
+#undef SL_PARAM_NAME
+    }
+    return "?";
+}
