@@ -126,20 +126,21 @@ void sl_config_print_summary(const sl_config_t *cfg, FILE *to)
         wf = SL_MAX(wf, (int)strlen(r.from));
     }
     fprintf(to, "pipeline %s (%s)\n", cfg->pipeline_name, cfg->path);
-    fprintf(to, "  %-6s  %-*s  %-*s  %9s  %-*s  %-10s  %-13s  %s\n", "ROLE", wn, "NAME", wt, "TYPE",
-            "INSTANCES", wf, "FROM", "DISPATCHER", "DEMAND", "CAPACITY");
+    fprintf(to, "  %-6s  %-*s  %-*s  %9s  %-*s  %-10s  %-13s  %s\n", "ROLE", wn, "NAME", wt, "TYPE", "INSTANCES", wf,
+            "FROM", "DISPATCHER", "DEMAND", "CAPACITY");
     for (size_t i = 0; i < cfg->n_nodes; i++) {
         const sl_conf_node_t *nd = &cfg->nodes[i];
         sl__row_t r;
         sl__row(nd, &r);
-        fprintf(to, "  %-6s  %-*s  %-*s  %9s  %-*s  %-10s  %-13s  %s\n", sl__role_name(nd->role), wn, nd->name,
-                wt, nd->type, r.inst, wf, r.from, r.disp, r.demand, r.cap);
+        fprintf(to, "  %-6s  %-*s  %-*s  %9s  %-*s  %-10s  %-13s  %s\n", sl__role_name(nd->role), wn, nd->name, wt,
+                nd->type, r.inst, wf, r.from, r.disp, r.demand, r.cap);
     }
     uint64_t inst, chans, bytes;
     sl__topology_totals(cfg, &inst, &chans, &bytes);
     char b[32], l[32];
     sl__fmt_size(bytes, b, sizeof b);
     sl__fmt_size(cfg->memory_limit, l, sizeof l);
-    fprintf(to, "%zu nodes, %llu instances, %llu channels, memory bound %s of %s (channels.memory_limit)\n",
-            cfg->n_nodes, (unsigned long long)inst, (unsigned long long)chans, b, l);
+    fprintf(to, "%zu node%s, %llu instance%s, %llu channel%s, memory bound %s of %s (channels.memory_limit)\n",
+            cfg->n_nodes, cfg->n_nodes == 1 ? "" : "s", (unsigned long long)inst, inst == 1 ? "" : "s",
+            (unsigned long long)chans, chans == 1 ? "" : "s", b, l);
 }

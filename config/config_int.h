@@ -16,11 +16,11 @@
 
 #include <stdarg.h>
 
-#define SL__MAX_FILE (16u << 20)   /* larger files are refused before parsing */
-#define SL__MAX_DEPTH 64           /* YAML nesting; deeper is refused (the schema needs 4) */
-#define SL__MAX_DIAGS 200          /* beyond this, diagnostics are counted, not kept */
-#define SL__MAX_SECRET_FILE 65536  /* bytes of a *_file secret */
-#define SL__ERANGE (-ERANGE)       /* a well-formed number that does not fit */
+#define SL__MAX_FILE (16u << 20)  /* larger files are refused before parsing */
+#define SL__MAX_DEPTH 64          /* YAML nesting; deeper is refused (the schema needs 4) */
+#define SL__MAX_DIAGS 200         /* beyond this, diagnostics are counted, not kept */
+#define SL__MAX_SECRET_FILE 65536 /* bytes of a *_file secret */
+#define SL__ERANGE (-ERANGE)      /* a well-formed number that does not fit */
 
 /* ---- arena (arena.c) ---- */
 
@@ -59,8 +59,8 @@ typedef const char *(*sl__getenv_fn)(void *ctx, const char *name);
  * (in the arena, or in itself when there is nothing to substitute), or SL_EINVAL and sets *why to what is
  * wrong. An unset ${VAR} is an error too: a silently empty broker address helps nobody.
  */
-int sl__env_subst(sl__arena_t *a, const char *in, size_t len, sl__getenv_fn env, void *env_ctx,
-                  const char **out, const char **why);
+int sl__env_subst(sl__arena_t *a, const char *in, size_t len, sl__getenv_fn env, void *env_ctx, const char **out,
+                  const char **why);
 
 /* ---- YAML tree (yaml.c) ---- */
 
@@ -93,14 +93,14 @@ typedef struct sl__key_s {
     const char *section; /* "channels", "supervision", "node" (every node), "sources.generator", ... */
     const char *key;
     sl_param_kind_t kind;
-    const char *def;     /* default, written as in a file; NULL when required or computed */
-    const char *def_doc; /* how a computed default is derived (reference only) */
+    const char *def;       /* default, written as in a file; NULL when required or computed */
+    const char *def_doc;   /* how a computed default is derived (reference only) */
     const char *min, *max; /* inclusive bounds written as in a file; NULL = none */
-    const char *values;  /* ENUM: "a|b|c"; MAP: the section whose keys it holds */
+    const char *values;    /* ENUM: "a|b|c"; MAP: the section whose keys it holds */
     int (*check)(const char *text, const char **why); /* extra check of a STRING, or NULL */
-    const char *check_doc; /* what check() allows (reference only) */
-    unsigned flags;        /* SL__KEY_* */
-    const char *doc;       /* one line */
+    const char *check_doc;                            /* what check() allows (reference only) */
+    unsigned flags;                                   /* SL__KEY_* */
+    const char *doc;                                  /* one line */
 } sl__key_t;
 
 typedef struct sl__type_s {
@@ -131,7 +131,7 @@ typedef struct sl__lctx_s {
     const char *file; /* as shown in diagnostics */
     const char *dir;  /* directory of the file, for relative *_file paths; NULL = working directory */
     sl_diags_t *diags;
-    size_t n_err;     /* errors reported by this load, kept or not */
+    size_t n_err; /* errors reported by this load, kept or not */
     size_t max_diags;
     sl__arena_t *tmp;  /* the tree and scratch values; released when loading ends */
     sl__arena_t *keep; /* the config's arena */
@@ -140,6 +140,9 @@ typedef struct sl__lctx_s {
     void *env_ctx;
     sl_config_t *cfg;
     struct sl__nodex_s *nx; /* per node: where its keys were, for the topology checks */
+    /* Problems that make some topology findings mere echoes of an error already reported. */
+    bool from_broken; /* a from that did not load or names nothing usable: skip "no consumer" */
+    bool names_dup;   /* two nodes share a name: from is ambiguous, skip graph checks */
 } sl__lctx_t;
 
 void sl__err(sl__lctx_t *lc, int line, int col, const char *path, const char *fmt, ...)
@@ -179,8 +182,8 @@ typedef struct sl__vals_s {
  * lenient), types, ranges, required keys. Every key of those sections gets a value, defaulted when not
  * given and valid. path names the map in diagnostics.
  */
-sl__vals_t sl__section_load(sl__lctx_t *lc, const char *path, const sl__ynode_t *map,
-                            const char *const *sections, size_t n_sections, bool lenient);
+sl__vals_t sl__section_load(sl__lctx_t *lc, const char *path, const sl__ynode_t *map, const char *const *sections,
+                            size_t n_sections, bool lenient);
 sl__val_t *sl__vals_get(const sl__vals_t *vs, const char *key); /* asserts it exists */
 /* Parses a default or bound text of a key (schema texts are trusted; tests check they all parse). */
 int sl__value_parse(sl_param_kind_t kind, const char *text, sl__val_t *v);
@@ -197,8 +200,8 @@ void sl__nodes_load(sl__lctx_t *lc, const sl__ynode_t *roles[3]);
 
 /* Per-node locations the topology checks need. */
 typedef struct sl__nodex_s {
-    const char *path;                  /* "stages.relay" or "stages[2]" */
-    const sl__ynode_t *at;             /* the node's map */
+    const char *path;                                 /* "stages.relay" or "stages[2]" */
+    const sl__ynode_t *at;                            /* the node's map */
     const sl__ynode_t *name_at, *from_key, **from_at; /* from_at[i]: item i of from */
     const sl__ynode_t *min_at, *max_at, *disp_at, *part_at;
     bool named; /* has a valid name */
@@ -213,9 +216,8 @@ void sl__topology_totals(const sl_config_t *cfg, uint64_t *instances, uint64_t *
  * The loader behind sl_config_load*: schema NULL = built-in, env NULL = getenv, dir for *_file paths.
  * Tests use it to load with a fake environment or an extended schema.
  */
-int sl__config_load_ex(const char *name, const char *dir, const char *buf, size_t len,
-                       const sl__schema_t *schema, sl__getenv_fn env, void *env_ctx, sl_config_t **out,
-                       sl_diags_t *diags);
+int sl__config_load_ex(const char *name, const char *dir, const char *buf, size_t len, const sl__schema_t *schema,
+                       sl__getenv_fn env, void *env_ctx, sl_config_t **out, sl_diags_t *diags);
 
 /* sl_cli_validate with its streams given (for tests). */
 int sl__cli_validate(int argc, char **argv, FILE *out, FILE *err);

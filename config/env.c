@@ -36,15 +36,16 @@ static bool sl__var_char(char c, bool first)
 /*
  * Expands the ${...} whose body is body[0..n) into b. Returns 0, or SL_EINVAL with *why set.
  */
-static int sl__expand(sl__arena_t *a, const char *body, size_t n, sl__getenv_fn env, void *env_ctx,
-                      sl__buf_t *b, const char **why)
+static int sl__expand(sl__arena_t *a, const char *body, size_t n, sl__getenv_fn env, void *env_ctx, sl__buf_t *b,
+                      const char **why)
 {
     size_t k = 0;
     while (k < n && sl__var_char(body[k], k == 0))
         k++;
     if (k == 0 || (k < n && body[k] != ':')) {
-        *why = sl__arena_printf(a, "\"${%.*s}\" is not a valid variable reference (expected ${NAME}, "
-                                   "${NAME:-default} or ${NAME:?message})",
+        *why = sl__arena_printf(a,
+                                "\"${%.*s}\" is not a valid variable reference (expected ${NAME}, "
+                                "${NAME:-default} or ${NAME:?message})",
                                 (int)SL_MIN(n, 40), body);
         return SL_EINVAL;
     }
@@ -52,8 +53,9 @@ static int sl__expand(sl__arena_t *a, const char *body, size_t n, sl__getenv_fn 
     const char *val = env(env_ctx, name);
     if (k == n) {
         if (val == NULL) {
-            *why = sl__arena_printf(a, "environment variable %s is not set (write ${%s:-} to allow it "
-                                       "to be empty)",
+            *why = sl__arena_printf(a,
+                                    "environment variable %s is not set (write ${%s:-} to allow it "
+                                    "to be empty)",
                                     name, name);
             return SL_EINVAL;
         }
@@ -61,8 +63,9 @@ static int sl__expand(sl__arena_t *a, const char *body, size_t n, sl__getenv_fn 
         return 0;
     }
     if (k + 1 >= n || (body[k + 1] != '-' && body[k + 1] != '?')) {
-        *why = sl__arena_printf(a, "\"${%.*s}\" has an unknown operator (expected ${%s:-default} or "
-                                   "${%s:?message})",
+        *why = sl__arena_printf(a,
+                                "\"${%.*s}\" has an unknown operator (expected ${%s:-default} or "
+                                "${%s:?message})",
                                 (int)SL_MIN(n, 40), body, name, name);
         return SL_EINVAL;
     }
@@ -83,8 +86,8 @@ static int sl__expand(sl__arena_t *a, const char *body, size_t n, sl__getenv_fn 
     return SL_EINVAL;
 }
 
-int sl__env_subst(sl__arena_t *a, const char *in, size_t len, sl__getenv_fn env, void *env_ctx,
-                  const char **out, const char **why)
+int sl__env_subst(sl__arena_t *a, const char *in, size_t len, sl__getenv_fn env, void *env_ctx, const char **out,
+                  const char **why)
 {
     if (memchr(in, '$', len) == NULL) {
         *out = in;

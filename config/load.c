@@ -76,8 +76,8 @@ static const sl__ynode_t *sl__channels_load(sl__lctx_t *lc, const sl__ynode_t *m
     cfg->max_demand = (uint32_t)max->v.u;
     cfg->min_demand = min->ok ? (uint32_t)min->v.u : cfg->max_demand / 2;
     if (min->ok && max->v.u > 0 && cfg->min_demand >= cfg->max_demand)
-        sl__err(lc, min->at->line, min->at->col, "channels.min_demand",
-                "%u must be below max_demand (%u)", cfg->min_demand, cfg->max_demand);
+        sl__err(lc, min->at->line, min->at->col, "channels.min_demand", "%u must be below max_demand (%u)",
+                cfg->min_demand, cfg->max_demand);
     cfg->capacity = sl__vals_get(&vs, "capacity")->v.u;
     const sl__val_t *lim = sl__vals_get(&vs, "memory_limit");
     cfg->memory_limit = lim->v.u;
@@ -86,8 +86,7 @@ static const sl__ynode_t *sl__channels_load(sl__lctx_t *lc, const sl__ynode_t *m
 
 static void sl__sections_load(sl__lctx_t *lc, const sl__ynode_t *sec[4], const sl__ynode_t **memory_at)
 {
-    static const char *const pipe[] = {"pipeline"}, *const sup[] = {"supervision"},
-                             *const met[] = {"metrics"};
+    static const char *const pipe[] = {"pipeline"}, *const sup[] = {"supervision"}, *const met[] = {"metrics"};
     sl_config_t *cfg = lc->cfg;
     sl__vals_t vs = sl__section_load(lc, "pipeline", sec[0], pipe, 1, false);
     cfg->pipeline_name = sl__arena_strdup(lc->keep, sl__vals_get(&vs, "name")->text);
@@ -103,8 +102,7 @@ static void sl__sections_load(sl__lctx_t *lc, const sl__ynode_t *sec[4], const s
 /* The top-level map: pipeline, channels, supervision, metrics, sources, stages, sinks. */
 static void sl__top_load(sl__lctx_t *lc, const sl__ynode_t *root)
 {
-    static const char *const keys[] = {"pipeline", "channels", "supervision", "metrics",
-                                       "sources",  "stages",   "sinks"};
+    static const char *const keys[] = {"pipeline", "channels", "supervision", "metrics", "sources", "stages", "sinks"};
     const sl__ynode_t *v[SL_ARRAY_LEN(keys)] = {0};
     for (size_t i = 0; i < root->n; i++) {
         const sl__ynode_t *k = root->kid[2 * i];
@@ -127,8 +125,9 @@ static void sl__top_load(sl__lctx_t *lc, const sl__ynode_t *root)
         if (sug != NULL)
             sl__err(lc, k->line, k->col, k->text, "unknown section; did you mean \"%s\"?", sug);
         else
-            sl__err(lc, k->line, k->col, k->text, "unknown section (expected pipeline, channels, "
-                                                  "supervision, metrics, sources, stages or sinks)");
+            sl__err(lc, k->line, k->col, k->text,
+                    "unknown section (expected pipeline, channels, "
+                    "supervision, metrics, sources, stages or sinks)");
     }
     const sl__ynode_t *memory_at = NULL;
     sl__sections_load(lc, v, &memory_at);
@@ -157,13 +156,16 @@ static void sl__diags_sort(sl_diags_t *d, size_t from)
     }
 }
 
-int sl__config_load_ex(const char *name, const char *dir, const char *buf, size_t len,
-                       const sl__schema_t *schema, sl__getenv_fn env, void *env_ctx, sl_config_t **out,
-                       sl_diags_t *diags)
+int sl__config_load_ex(const char *name, const char *dir, const char *buf, size_t len, const sl__schema_t *schema,
+                       sl__getenv_fn env, void *env_ctx, sl_config_t **out, sl_diags_t *diags)
 {
     sl__lctx_t lc = {
-        .file = name, .dir = dir, .diags = diags, .max_diags = SL__MAX_DIAGS,
-        .schema = schema ? schema : sl__schema_builtin(), .env = env ? env : sl__getenv,
+        .file = name,
+        .dir = dir,
+        .diags = diags,
+        .max_diags = SL__MAX_DIAGS,
+        .schema = schema ? schema : sl__schema_builtin(),
+        .env = env ? env : sl__getenv,
         .env_ctx = env_ctx,
     };
     size_t first = diags->n;
@@ -178,10 +180,13 @@ int sl__config_load_ex(const char *name, const char *dir, const char *buf, size_
         if (root == NULL)
             sl__err(&lc, 0, 0, "", "the file is empty (expected a map with at least sources and sinks)");
         else if (root->kind != SL__Y_MAP && root->kind != SL__Y_BAD)
-            sl__err(&lc, root->line, root->col, "", "the top level must be a map of sections (pipeline, "
-                                                    "channels, supervision, metrics, sources, stages, "
-                                                    "sinks), got %s",
-                    root->kind == SL__Y_SEQ ? "a list" : sl__ynull(root) ? "nothing" : "a scalar");
+            sl__err(&lc, root->line, root->col, "",
+                    "the top level must be a map of sections (pipeline, "
+                    "channels, supervision, metrics, sources, stages, "
+                    "sinks), got %s",
+                    root->kind == SL__Y_SEQ ? "a list"
+                    : sl__ynull(root)       ? "nothing"
+                                            : "a scalar");
         else if (root->kind == SL__Y_MAP)
             sl__top_load(&lc, root);
     }
@@ -200,8 +205,7 @@ int sl__config_load_ex(const char *name, const char *dir, const char *buf, size_
     return 0;
 }
 
-int sl_config_load_buffer(const char *name, const char *buf, size_t len, sl_config_t **out,
-                          sl_diags_t *diags)
+int sl_config_load_buffer(const char *name, const char *buf, size_t len, sl_config_t **out, sl_diags_t *diags)
 {
     return sl__config_load_ex(name, NULL, buf, len, NULL, NULL, NULL, out, diags);
 }

@@ -29,16 +29,22 @@ static void sl__type_unknown(sl__lctx_t *lc, const char *path, sl_conf_role_t ro
             o += (size_t)snprintf(list + o, sizeof list - o, "%s%s", o ? ", " : "", sc->types[i].name);
     }
     const char *sug = sl__suggest(tv->text, cands, n);
-    sl__err(lc, tv->at->line, tv->at->col, sl__arena_printf(lc->tmp, "%s.type", path),
-            "unknown %s type \"%.40s\" (expected one of %s)%s%s%s", sl__role_name(role), tv->text, list,
-            sug ? "; did you mean \"" : "", sug ? sug : "", sug ? "\"?" : "");
+    const char *tpath = sl__arena_printf(lc->tmp, "%s.type", path);
+    for (int r = 0; r < 3; r++) {
+        if (r != (int)role && sl__schema_type(sc, (sl_conf_role_t)r, tv->text) != NULL) {
+            sl__err(lc, tv->at->line, tv->at->col, tpath, "\"%s\" is a %s type, not a %s type (expected one of %s)",
+                    tv->text, sl__role_name((sl_conf_role_t)r), sl__role_name(role), list);
+            return;
+        }
+    }
+    sl__err(lc, tv->at->line, tv->at->col, tpath, "unknown %s type \"%.40s\" (expected one of %s)%s%s%s",
+            sl__role_name(role), tv->text, list, sug ? "; did you mean \"" : "", sug ? sug : "", sug ? "\"?" : "");
 }
 
 /* Keys that only make sense for a node with input are errors on a source, rather than silently unused. */
 static void sl__source_extras(sl__lctx_t *lc, const char *path, const sl__vals_t *vs, const char *name)
 {
-    static const char *const keys[] = {"from", "max_demand", "min_demand", "dispatcher", "partition_by",
-                                       "capacity"};
+    static const char *const keys[] = {"from", "max_demand", "min_demand", "dispatcher", "partition_by", "capacity"};
     for (size_t i = 0; i < SL_ARRAY_LEN(keys); i++) {
         const sl__val_t *v = sl__vals_get(vs, keys[i]);
         if (!v->given)
@@ -55,8 +61,7 @@ static void sl__source_extras(sl__lctx_t *lc, const char *path, const sl__vals_t
 }
 
 /* Demand, dispatcher, partitioning and capacity of a node with input. */
-static void sl__node_input(sl__lctx_t *lc, const char *path, const sl__vals_t *vs, sl_conf_node_t *nd,
-                           sl__nodex_t *x)
+static void sl__node_input(sl__lctx_t *lc, const char *path, const sl__vals_t *vs, sl_conf_node_t *nd, sl__nodex_t *x)
 {
     const sl_config_t *cfg = lc->cfg;
     const sl__val_t *max = sl__vals_get(vs, "max_demand"), *min = sl__vals_get(vs, "min_demand");
@@ -92,9 +97,11 @@ static void sl__node_from(sl__lctx_t *lc, const char *path, const sl__vals_t *vs
                           sl_conf_node_t *nd, sl__nodex_t *x)
 {
     const sl__val_t *from = sl__vals_get(vs, "from");
+    lc->from_broken |= from->given && !from->ok;
     if (!from->given) {
-        sl__err(lc, map->line, map->col, path, "missing required key \"from\" (a %s takes input from sources "
-                                               "or stages)",
+        sl__err(lc, map->line, map->col, path,
+                "missing required key \"from\" (a %s takes input from sources "
+                "or stages)",
                 sl__role_name(nd->role));
         return;
     }
@@ -125,8 +132,8 @@ static void sl__node_params(sl__lctx_t *lc, const sl__vals_t *vs, const sl__type
     }
 }
 
-static void sl__node_load(sl__lctx_t *lc, sl_conf_role_t role, size_t idx, const sl__ynode_t *map,
-                          sl_conf_node_t *nd, sl__nodex_t *x)
+static void sl__node_load(sl__lctx_t *lc, sl_conf_role_t role, size_t idx, const sl__ynode_t *map, sl_conf_node_t *nd,
+                          sl__nodex_t *x)
 {
     const char *name = sl__scalar_quiet(lc, sl__ymap_get(map, "name")), *why;
     const char *tname = sl__scalar_quiet(lc, sl__ymap_get(map, "type"));
@@ -163,8 +170,8 @@ static void sl__node_load(sl__lctx_t *lc, sl_conf_role_t role, size_t idx, const
     const sl__val_t *sv = sl__vals_get(&vs, "supervision");
     if (sv->ok && sv->at->kind == SL__Y_MAP) {
         static const char *const sup[] = {"supervision"};
-        sl__vals_t ov = sl__section_load(lc, sl__arena_printf(lc->tmp, "%s.supervision", x->path), sv->at, sup,
-                                         1, false);
+        sl__vals_t ov =
+            sl__section_load(lc, sl__arena_printf(lc->tmp, "%s.supervision", x->path), sv->at, sup, 1, false);
         sl__sup_apply(&ov, &nd->sup, true);
     }
     if (type != NULL)
@@ -196,6 +203,7 @@ static void sl__names_unique(sl__lctx_t *lc)
         sl__nodex_t *x = &lc->nx[v[i] - cfg->nodes];
         const sl__nodex_t *fx = &lc->nx[v[g] - cfg->nodes];
         x->named = false; /* its other problems would only repeat this one */
+        lc->names_dup = true;
         const sl__ynode_t *at = x->name_at ? x->name_at : x->at;
         sl__err(lc, at->line, at->col, sl__arena_printf(lc->tmp, "%s.name", x->path),
                 "another node is already named \"%s\" (at line %d); names must be unique across sources, "
@@ -217,8 +225,7 @@ void sl__nodes_load(sl__lctx_t *lc, const sl__ynode_t *roles[3])
         const sl__ynode_t *list = roles[r];
         const char *sec = sl__role_section((sl_conf_role_t)r);
         if (list != NULL && list->kind != SL__Y_SEQ && !sl__ynull(list) && list->kind != SL__Y_BAD) {
-            sl__err(lc, list->line, list->col, sec, "expected a list of %s (each item starting with \"- \")",
-                    sec);
+            sl__err(lc, list->line, list->col, sec, "expected a list of %s (each item starting with \"- \")", sec);
             continue;
         }
         bool empty = list == NULL || list->kind != SL__Y_SEQ || list->n == 0;
@@ -226,8 +233,7 @@ void sl__nodes_load(sl__lctx_t *lc, const sl__ynode_t *roles[3])
             sl__err(lc, list ? list->line : 0, list ? list->col : 0, sec, "a pipeline needs at least one %s",
                     sl__role_name((sl_conf_role_t)r));
         for (size_t i = 0; !empty && i < list->n; i++, cfg->n_nodes++)
-            sl__node_load(lc, (sl_conf_role_t)r, i, list->kid[i], &cfg->nodes[cfg->n_nodes],
-                          &lc->nx[cfg->n_nodes]);
+            sl__node_load(lc, (sl_conf_role_t)r, i, list->kid[i], &cfg->nodes[cfg->n_nodes], &lc->nx[cfg->n_nodes]);
     }
     sl__names_unique(lc);
 }

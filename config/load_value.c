@@ -21,9 +21,8 @@
 static const char *sl__kind_expect(sl_param_kind_t k)
 {
     switch (k) {
-#define SL_PARAM_EXPECT(name, ref, expect)                                                                 \
-    case SL_PARAM_##name:                                                                                  \
-        return expect;
+#define SL_PARAM_EXPECT(name, ref, expect) \
+    case SL_PARAM_##name: return expect;
         SL_PARAM_KIND_MAP(SL_PARAM_EXPECT)
 #undef SL_PARAM_EXPECT
     }
@@ -74,20 +73,13 @@ const char *sl__scalar_quiet(sl__lctx_t *lc, const sl__ynode_t *n)
 int sl__value_parse(sl_param_kind_t kind, const char *text, sl__val_t *v)
 {
     switch (kind) {
-    case SL_PARAM_INT:
-        return sl__parse_int(text, &v->v.i);
-    case SL_PARAM_COUNT:
-        return sl__parse_count(text, &v->v.u);
-    case SL_PARAM_SIZE:
-        return sl__parse_size(text, &v->v.u);
-    case SL_PARAM_DURATION:
-        return sl__parse_duration(text, &v->v.u);
-    case SL_PARAM_BOOL:
-        return sl__parse_bool(text, &v->v.b);
-    case SL_PARAM_DOUBLE:
-        return sl__parse_double(text, &v->v.d);
-    default:
-        return 0;
+    case SL_PARAM_INT: return sl__parse_int(text, &v->v.i);
+    case SL_PARAM_COUNT: return sl__parse_count(text, &v->v.u);
+    case SL_PARAM_SIZE: return sl__parse_size(text, &v->v.u);
+    case SL_PARAM_DURATION: return sl__parse_duration(text, &v->v.u);
+    case SL_PARAM_BOOL: return sl__parse_bool(text, &v->v.b);
+    case SL_PARAM_DOUBLE: return sl__parse_double(text, &v->v.d);
+    default: return 0;
     }
 }
 
@@ -121,8 +113,7 @@ static bool sl__enum_check(sl__lctx_t *lc, const char *path, const sl__key_t *k,
     const char *cands[32];
     size_t n = 0;
     char *vals = sl__arena_strdup(lc->tmp, k->values), *save = NULL;
-    for (char *t = strtok_r(vals, "|", &save); t != NULL && n < SL_ARRAY_LEN(cands);
-         t = strtok_r(NULL, "|", &save)) {
+    for (char *t = strtok_r(vals, "|", &save); t != NULL && n < SL_ARRAY_LEN(cands); t = strtok_r(NULL, "|", &save)) {
         if (strcmp(t, text) == 0)
             return true;
         cands[n++] = t;
@@ -133,14 +124,14 @@ static bool sl__enum_check(sl__lctx_t *lc, const char *path, const sl__key_t *k,
     for (size_t i = 0; i < n && o < sizeof list - 64; i++)
         o += (size_t)snprintf(list + o, sizeof list - o, "%s%s", i ? ", " : "", cands[i]);
     const char *sug = sl__suggest(text, cands, n);
-    sl__err(lc, at->line, at->col, path, "expected one of %s, got %s%s%s%s", list,
-            sl__got(lc, at, text, false), sug ? "; did you mean \"" : "", sug ? sug : "", sug ? "\"?" : "");
+    sl__err(lc, at->line, at->col, path, "expected one of %s, got %s%s%s%s", list, sl__got(lc, at, text, false),
+            sug ? "; did you mean \"" : "", sug ? sug : "", sug ? "\"?" : "");
     return false;
 }
 
 /* Parses and checks text as the key's kind; reports at `at`. Returns whether it is valid. */
-static bool sl__val_check(sl__lctx_t *lc, const char *path, const sl__key_t *k, const sl__ynode_t *at,
-                          const char *text, sl__val_t *v)
+static bool sl__val_check(sl__lctx_t *lc, const char *path, const sl__key_t *k, const sl__ynode_t *at, const char *text,
+                          sl__val_t *v)
 {
     bool secret = (k->flags & SL__KEY_SECRET) != 0;
     int rc = sl__value_parse(k->kind, text, v);
@@ -151,8 +142,8 @@ static bool sl__val_check(sl__lctx_t *lc, const char *path, const sl__key_t *k, 
     }
     if (rc != 0) {
         sl__err(lc, at->line, at->col, path, "%s is too large for %s %s",
-                secret ? "the value" : sl__got(lc, at, text, false),
-                k->kind == SL_PARAM_INT ? "an" : "a", sl_param_kind_name(k->kind));
+                secret ? "the value" : sl__got(lc, at, text, false), k->kind == SL_PARAM_INT ? "an" : "a",
+                sl_param_kind_name(k->kind));
         return false;
     }
     if (k->kind == SL_PARAM_ENUM)
@@ -212,7 +203,7 @@ static const char *sl__secret_read(sl__lctx_t *lc, const char *file, const char 
     struct stat st;
     if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > SL__MAX_SECRET_FILE) {
         *why = sl__arena_printf(lc->tmp, "cannot use \"%s\" as a secret file: %s", p,
-                                fd < 0 ? strerror(errno)
+                                fd < 0                             ? strerror(errno)
                                 : st.st_size > SL__MAX_SECRET_FILE ? "larger than 64 KiB"
                                                                    : "not a regular file");
         if (fd >= 0)
@@ -236,8 +227,8 @@ static const char *sl__secret_read(sl__lctx_t *lc, const char *file, const char 
 }
 
 /* Loads the value `at` of key k (via_file: `at` names a file holding it) into v. */
-static void sl__val_load(sl__lctx_t *lc, const char *path, const sl__key_t *k, const sl__ynode_t *at,
-                         bool via_file, sl__val_t *v)
+static void sl__val_load(sl__lctx_t *lc, const char *path, const sl__key_t *k, const sl__ynode_t *at, bool via_file,
+                         sl__val_t *v)
 {
     sl__val_t nv = *v;
     nv.given = true;
@@ -344,15 +335,14 @@ static sl__vals_t sl__vals_defaults(sl__lctx_t *lc, const char *const *sections,
     return vs;
 }
 
-sl__vals_t sl__section_load(sl__lctx_t *lc, const char *path, const sl__ynode_t *map,
-                            const char *const *sections, size_t n_sections, bool lenient)
+sl__vals_t sl__section_load(sl__lctx_t *lc, const char *path, const sl__ynode_t *map, const char *const *sections,
+                            size_t n_sections, bool lenient)
 {
     sl__vals_t vs = sl__vals_defaults(lc, sections, n_sections);
     if (map != NULL && map->kind == SL__Y_BAD)
         return vs;
     if (map != NULL && !sl__ynull(map) && map->kind != SL__Y_MAP) {
-        sl__err(lc, map->line, map->col, path, "expected a map of keys, got %s", sl__got(lc, map, map->text,
-                                                                                          false));
+        sl__err(lc, map->line, map->col, path, "expected a map of keys, got %s", sl__got(lc, map, map->text, false));
         return vs;
     }
     for (size_t i = 0; map != NULL && map->kind == SL__Y_MAP && i < map->n; i++) {
@@ -376,16 +366,15 @@ sl__vals_t sl__section_load(sl__lctx_t *lc, const char *path, const sl__ynode_t 
             continue;
         }
         if (v->given) {
-            sl__err(lc, k->line, k->col, kpath, "%s is already given (write %s or %s_file, not both)",
-                    v->key->key, v->key->key, v->key->key);
+            sl__err(lc, k->line, k->col, kpath, "%s is already given (write %s or %s_file, not both)", v->key->key,
+                    v->key->key, v->key->key);
             continue;
         }
         sl__val_load(lc, kpath, v->key, val, via_file, v);
     }
     for (size_t i = 0; i < vs.n; i++) {
         if ((vs.v[i].key->flags & SL__KEY_REQUIRED) && !vs.v[i].given)
-            sl__err(lc, map ? map->line : 0, map ? map->col : 0, path, "missing required key \"%s\"",
-                    vs.v[i].key->key);
+            sl__err(lc, map ? map->line : 0, map ? map->col : 0, path, "missing required key \"%s\"", vs.v[i].key->key);
     }
     return vs;
 }

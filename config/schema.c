@@ -24,8 +24,7 @@ int sl__check_ident(const char *text, const char **why)
     }
     for (size_t i = 0; i < n; i++) {
         char c = text[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-              c == '-')) {
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-')) {
             *why = "expected only letters, digits, '_' and '-'";
             return SL_EINVAL;
         }
@@ -70,8 +69,8 @@ static const sl__key_t sl__keys[] = {
     {"channels", "memory_limit", SL_PARAM_SIZE, "256MiB", NULL, "1MiB", "1TiB", NULL, SL__NOCHECK, 0,
      "Upper bound of the sum of all channel capacities; a config above it does not load."},
 
-    {"supervision", "strategy", SL_PARAM_ENUM, "one_for_one", NULL, NULL, NULL,
-     "one_for_one|one_for_all|rest_for_one", SL__NOCHECK, 0,
+    {"supervision", "strategy", SL_PARAM_ENUM, "one_for_one", NULL, NULL, NULL, "one_for_one|one_for_all|rest_for_one",
+     SL__NOCHECK, 0,
      "Which instances restart when one crashes: itself, its whole group, or it and those started after."},
     {"supervision", "restart", SL_PARAM_ENUM, "permanent", NULL, NULL, NULL, "permanent|transient|temporary",
      SL__NOCHECK, 0, "Restart always, only after a crash, or never."},
@@ -86,8 +85,8 @@ static const sl__key_t sl__keys[] = {
 
     {"metrics", "enabled", SL_PARAM_BOOL, "true", NULL, NULL, NULL, NULL, SL__NOCHECK, 0,
      "Serve Prometheus /metrics and /healthz."},
-    {"metrics", "listen", SL_PARAM_STRING, "127.0.0.1:9464", NULL, NULL, NULL, NULL, sl__check_hostport,
-     "`HOST:PORT`", 0, "Address of the metrics endpoint (loopback by default)."},
+    {"metrics", "listen", SL_PARAM_STRING, "127.0.0.1:9464", NULL, NULL, NULL, NULL, sl__check_hostport, "`HOST:PORT`",
+     0, "Address of the metrics endpoint (loopback by default)."},
     {"metrics", "summary_interval", SL_PARAM_DURATION, "1s", NULL, "0s", "1h", NULL, SL__NOCHECK, 0,
      "Period of the one-line throughput summary in the log; 0s = none."},
 
@@ -99,19 +98,18 @@ static const sl__key_t sl__keys[] = {
      "Sources or stages it takes input from; required for stages and sinks, not allowed for sources."},
     {"node", "concurrency", SL_PARAM_COUNT, "1", NULL, "1", "256", NULL, SL__NOCHECK, 0,
      "Instances (worker processes) of the node."},
-    {"node", "max_demand", SL_PARAM_COUNT, NULL, "channels.max_demand", "1", "1_000_000", NULL, SL__NOCHECK,
-     0, "Demand of each of its input subscriptions."},
-    {"node", "min_demand", SL_PARAM_COUNT, NULL,
-     "channels.min_demand, or max_demand / 2 when the node sets max_demand", "0", "999_999", NULL,
-     SL__NOCHECK, 0, "Must be below max_demand."},
-    {"node", "dispatcher", SL_PARAM_ENUM, "demand", NULL, NULL, NULL, "demand|broadcast|partition",
-     SL__NOCHECK, 0, "How each upstream instance spreads events over this node's instances."},
-    {"node", "partition_by", SL_PARAM_STRING, NULL, "none", NULL, NULL, NULL, sl__check_nonempty,
-     "non-empty", 0, "Partition key (`key` or an attribute name); required by, and only for, partition."},
+    {"node", "max_demand", SL_PARAM_COUNT, NULL, "channels.max_demand", "1", "1_000_000", NULL, SL__NOCHECK, 0,
+     "Demand of each of its input subscriptions."},
+    {"node", "min_demand", SL_PARAM_COUNT, NULL, "channels.min_demand, or max_demand / 2 when the node sets max_demand",
+     "0", "999_999", NULL, SL__NOCHECK, 0, "Must be below max_demand."},
+    {"node", "dispatcher", SL_PARAM_ENUM, "demand", NULL, NULL, NULL, "demand|broadcast|partition", SL__NOCHECK, 0,
+     "How each upstream instance spreads events over this node's instances."},
+    {"node", "partition_by", SL_PARAM_STRING, NULL, "none", NULL, NULL, NULL, sl__check_nonempty, "non-empty", 0,
+     "Partition key (`key` or an attribute name); required by, and only for, partition."},
     {"node", "capacity", SL_PARAM_SIZE, NULL, "channels.capacity", "64KiB", "1GiB", NULL, SL__NOCHECK, 0,
      "Bytes of each of its input channels."},
-    {"node", "supervision", SL_PARAM_MAP, NULL, "the supervision section", NULL, NULL, "supervision",
-     SL__NOCHECK, 0, "Overrides any key of the supervision section for this node."},
+    {"node", "supervision", SL_PARAM_MAP, NULL, "the supervision section", NULL, NULL, "supervision", SL__NOCHECK, 0,
+     "Overrides any key of the supervision section for this node."},
 
     {"sources.generator", "count", SL_PARAM_COUNT, "0", NULL, NULL, NULL, NULL, SL__NOCHECK, 0,
      "Events to generate; 0 = until stopped."},
@@ -147,10 +145,16 @@ static const sl__type_t sl__types[] = {
 };
 
 static const sl__schema_t sl__builtin = {
-    sl__keys, SL_ARRAY_LEN(sl__keys), sl__types, SL_ARRAY_LEN(sl__types),
+    sl__keys,
+    SL_ARRAY_LEN(sl__keys),
+    sl__types,
+    SL_ARRAY_LEN(sl__types),
 };
 
-const sl__schema_t *sl__schema_builtin(void) { return &sl__builtin; }
+const sl__schema_t *sl__schema_builtin(void)
+{
+    return &sl__builtin;
+}
 
 const sl__key_t *sl__schema_key(const sl__schema_t *sc, const char *section, const char *key)
 {
@@ -183,9 +187,8 @@ const char *sl__role_name(sl_conf_role_t role)
 const char *sl_dispatcher_name(sl_dispatcher_t d)
 {
     switch (d) {
-#define SL_DISP_NAME(name, text)                                                                           \
-    case SL_DISP_##name:                                                                                   \
-        return text;
+#define SL_DISP_NAME(name, text) \
+    case SL_DISP_##name: return text;
         SL_DISPATCHER_MAP(SL_DISP_NAME)
 #undef SL_DISP_NAME
     }
@@ -195,9 +198,8 @@ const char *sl_dispatcher_name(sl_dispatcher_t d)
 const char *sl_strategy_name(sl_strategy_t s)
 {
     switch (s) {
-#define SL_STRAT_NAME(name, text)                                                                          \
-    case SL_STRATEGY_##name:                                                                               \
-        return text;
+#define SL_STRAT_NAME(name, text) \
+    case SL_STRATEGY_##name: return text;
         SL_STRATEGY_MAP(SL_STRAT_NAME)
 #undef SL_STRAT_NAME
     }
@@ -207,9 +209,8 @@ const char *sl_strategy_name(sl_strategy_t s)
 const char *sl_restart_name(sl_restart_t r)
 {
     switch (r) {
-#define SL_RESTART_NAME(name, text)                                                                        \
-    case SL_RESTART_##name:                                                                                \
-        return text;
+#define SL_RESTART_NAME(name, text) \
+    case SL_RESTART_##name: return text;
         SL_RESTART_MAP(SL_RESTART_NAME)
 #undef SL_RESTART_NAME
     }
@@ -219,9 +220,8 @@ const char *sl_restart_name(sl_restart_t r)
 const char *sl_param_kind_name(sl_param_kind_t k)
 {
     switch (k) {
-#define SL_PARAM_NAME(name, ref, expect)                                                                   \
-    case SL_PARAM_##name:                                                                                  \
-        return ref;
+#define SL_PARAM_NAME(name, ref, expect) \
+    case SL_PARAM_##name: return ref;
         SL_PARAM_KIND_MAP(SL_PARAM_NAME)
 #undef SL_PARAM_NAME
     }

@@ -62,17 +62,24 @@ static sl__edges_t sl__edges(sl__lctx_t *lc, const sl_config_t *cfg)
     for (size_t i = 0; i < cfg->n_nodes; i++)
         total += cfg->nodes[i].n_from;
     sl__edges_t e = {0, sl__xrealloc(NULL, (total + 1) * sizeof(size_t)),
-                     sl__xrealloc(NULL, (total + 1) * sizeof(size_t)), sl__xrealloc(NULL, (total + 1) * sizeof(size_t))};
+                     sl__xrealloc(NULL, (total + 1) * sizeof(size_t)),
+                     sl__xrealloc(NULL, (total + 1) * sizeof(size_t))};
     sl__nref_t *ix = sl__nindex(cfg, &nn);
+    size_t *seen = calloc(cfg->n_nodes + 1, sizeof *seen);
+    if (seen == NULL)
+        sl__xrealloc(NULL, SIZE_MAX);
     for (size_t d = 0; d < cfg->n_nodes; d++) {
         const sl_conf_node_t *nd = &cfg->nodes[d];
         for (size_t j = 0; j < nd->n_from; j++) {
             long u = sl__nfind(ix, nn, nd->from[j]);
             const sl__ynode_t *at = lc ? lc->nx[d].from_at[j] : NULL;
             const char *path = lc ? sl__arena_printf(lc->tmp, "%s.from", lc->nx[d].path) : NULL;
-            bool twice = false;
-            for (size_t k = 0; k < j && !twice && u >= 0; k++)
-                twice = strcmp(nd->from[k], nd->from[j]) == 0;
+            /* seen[u] == d + 1: node d already listed u (a stamp, so long from lists stay linear). */
+            bool twice = u >= 0 && seen[u] == d + 1;
+            if (u >= 0)
+                seen[u] = d + 1;
+            if (lc != NULL && (u < 0 || cfg->nodes[u].role == SL_ROLE_SINK))
+                lc->from_broken = true;
             if (u < 0 && lc != NULL) {
                 /* Suggestions cost a scan of every name: fine for any hand-written pipeline. */
                 const char *sug = NULL;
@@ -82,12 +89,13 @@ static sl__edges_t sl__edges(sl__lctx_t *lc, const sl_config_t *cfg)
                         cands[k] = cfg->nodes[k].role != SL_ROLE_SINK ? cfg->nodes[k].name : NULL;
                     sug = sl__suggest(nd->from[j], cands, cfg->n_nodes);
                 }
-                sl__err(lc, at->line, at->col, path, "no source or stage is named \"%.64s\"%s%s%s",
-                        nd->from[j], sug ? "; did you mean \"" : "", sug ? sug : "", sug ? "\"?" : "");
+                sl__err(lc, at->line, at->col, path, "no source or stage is named \"%.64s\"%s%s%s", nd->from[j],
+                        sug ? "; did you mean \"" : "", sug ? sug : "", sug ? "\"?" : "");
             } else if (u >= 0 && cfg->nodes[u].role == SL_ROLE_SINK) {
                 if (lc != NULL)
-                    sl__err(lc, at->line, at->col, path, "\"%s\" is a sink, which has no output (from names "
-                                                         "sources and stages)",
+                    sl__err(lc, at->line, at->col, path,
+                            "\"%s\" is a sink, which has no output (from names "
+                            "sources and stages)",
                             nd->from[j]);
             } else if (twice) {
                 if (lc != NULL)
@@ -100,12 +108,13 @@ static sl__edges_t sl__edges(sl__lctx_t *lc, const sl_config_t *cfg)
         }
     }
     free(ix);
+    free(seen);
     return e;
 }
 
 /* Reports the cycle closed by edge e: the stack from node v (at stack[from]) up to e's producer. */
-static void sl__cycle_report(sl__lctx_t *lc, const sl__edges_t *e, size_t ei, const size_t *stack,
-                             size_t from, size_t top)
+static void sl__cycle_report(sl__lctx_t *lc, const sl__edges_t *e, size_t ei, const size_t *stack, size_t from,
+                             size_t top)
 {
     const sl_config_t *cfg = lc->cfg;
     char buf[640];
@@ -166,8 +175,14 @@ static void sl__cycles(sl__lctx_t *lc, const sl__edges_t *e)
     free(off), free(adj), free(pos), free(stack), free(spos), free(color);
 }
 
-static uint64_t sl__mul_sat(uint64_t a, uint64_t b) { return b != 0 && a > UINT64_MAX / b ? UINT64_MAX : a * b; }
-static uint64_t sl__add_sat(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
+static uint64_t sl__mul_sat(uint64_t a, uint64_t b)
+{
+    return b != 0 && a > UINT64_MAX / b ? UINT64_MAX : a * b;
+}
+static uint64_t sl__add_sat(uint64_t a, uint64_t b)
+{
+    return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
 
 static uint64_t sl__edge_bytes(const sl_config_t *cfg, const sl__edges_t *e, size_t i)
 {
@@ -204,6 +219,10 @@ void sl__topology_check(sl__lctx_t *lc, const sl__ynode_t *memory_at)
 {
     const sl_config_t *cfg = lc->cfg;
     sl__edges_t e = sl__edges(lc, cfg);
+    if (lc->names_dup) {
+        sl__edges_free(&e); /* which node a from means is ambiguous: graph findings would be guesses */
+        return;
+    }
     size_t *consumers = calloc(cfg->n_nodes + 1, sizeof *consumers);
     if (consumers == NULL)
         sl__xrealloc(NULL, SIZE_MAX);
@@ -211,7 +230,7 @@ void sl__topology_check(sl__lctx_t *lc, const sl__ynode_t *memory_at)
         consumers[e.eu[i]]++;
     for (size_t i = 0; i < cfg->n_nodes; i++) {
         const sl__nodex_t *x = &lc->nx[i];
-        if (cfg->nodes[i].role == SL_ROLE_SINK || consumers[i] > 0 || !x->named)
+        if (cfg->nodes[i].role == SL_ROLE_SINK || consumers[i] > 0 || !x->named || lc->from_broken)
             continue;
         const sl__ynode_t *at = x->name_at ? x->name_at : x->at;
         sl__err(lc, at->line, at->col, x->path,

@@ -113,8 +113,8 @@ static const sl__unit_t *sl__unit(const char **p, const sl__unit_t *units, size_
 {
     const char *s = *p;
     size_t len = 0;
-    while ((s[len] >= 'a' && s[len] <= 'z') || (s[len] >= 'A' && s[len] <= 'Z') ||
-           (unsigned char)s[len] == 0xc2 || (unsigned char)s[len] == 0xb5)
+    while ((s[len] >= 'a' && s[len] <= 'z') || (s[len] >= 'A' && s[len] <= 'Z') || (unsigned char)s[len] == 0xc2 ||
+           (unsigned char)s[len] == 0xb5)
         len++;
     for (size_t i = 0; i < n; i++) {
         if (strlen(units[i].name) != len)
@@ -226,5 +226,5 @@ void sl__fmt_size(uint64_t bytes, char *buf, size_t len)
     if (bytes % mult == 0)
         snprintf(buf, len, "%llu %s", (unsigned long long)(bytes / mult), units[u]);
     else
-        snprintf(buf, len, "%.1f %s", (double)bytes / (double)mult, units[u]);
+        snprintf(buf, len, "%.2f %s", (double)bytes / (double)mult, units[u]);
 }

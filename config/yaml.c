@@ -28,6 +28,7 @@ typedef struct sl__ybuild_s {
     size_t depth;
     sl__ynode_t *root;
     int docs;
+    int refused; /* anchors and aliases seen */
 } sl__ybuild_t;
 
 /* The path of the value being built ("stages[1].from"), for problems found before the loader runs. */
@@ -96,7 +97,8 @@ static void sl__yclose(sl__ybuild_t *yb)
     sl__ylevel_t *l = &yb->lv[--yb->depth];
     sl__ynode_t *nd = l->node;
     nd->kid = sl__arena_alloc(yb->lc->tmp, l->n * sizeof *nd->kid);
-    memcpy(nd->kid, l->kid, l->n * sizeof *nd->kid);
+    if (l->n > 0)
+        memcpy(nd->kid, l->kid, l->n * sizeof *nd->kid);
     nd->n = nd->kind == SL__Y_MAP ? l->n / 2 : l->n;
     l->n = 0;
     if (nd->kind == SL__Y_MAP)
@@ -118,6 +120,10 @@ static bool sl__ycheck_props(sl__ybuild_t *yb, const yaml_event_t *ev, const yam
                              const yaml_char_t *tag)
 {
     int line = (int)ev->start_mark.line + 1, col = (int)ev->start_mark.column + 1;
+    if (anchor != NULL && yb->refused++ > 0) {
+        yb->lc->n_err++; /* the first one was reported; an alias bomb needs no hundred lines */
+        return false;
+    }
     if (anchor != NULL) {
         sl__err(yb->lc, line, col, sl__ybuild_path(yb),
                 "YAML anchors (&%.40s) and aliases are not supported (write the value out)", anchor);
@@ -200,8 +206,8 @@ static void sl__ysyntax_error(sl__ybuild_t *yb, const yaml_parser_t *p)
         return;
     }
     if (p->context != NULL)
-        sl__err(yb->lc, line, col, "", "YAML syntax error: %s (%s at line %d, column %d)", problem,
-                p->context, (int)p->context_mark.line + 1, (int)p->context_mark.column + 1);
+        sl__err(yb->lc, line, col, "", "YAML syntax error: %s (%s at line %d, column %d)", problem, p->context,
+                (int)p->context_mark.line + 1, (int)p->context_mark.column + 1);
     else
         sl__err(yb->lc, line, col, "", "YAML syntax error: %s", problem);
 }
@@ -217,12 +223,13 @@ static int sl__yevent(sl__ybuild_t *yb, const yaml_event_t *ev)
             return SL_ECONFIG;
         }
         return 1;
-    case YAML_SCALAR_EVENT:
-        sl__yscalar(yb, ev);
-        return 1;
+    case YAML_SCALAR_EVENT: sl__yscalar(yb, ev); return 1;
     case YAML_ALIAS_EVENT:
-        sl__err(yb->lc, (int)ev->start_mark.line + 1, (int)ev->start_mark.column + 1, sl__ybuild_path(yb),
-                "YAML aliases (*%.40s) are not supported (write the value out)", ev->data.alias.anchor);
+        if (yb->refused++ > 0)
+            yb->lc->n_err++;
+        else
+            sl__err(yb->lc, (int)ev->start_mark.line + 1, (int)ev->start_mark.column + 1, sl__ybuild_path(yb),
+                    "YAML aliases (*%.40s) are not supported (write the value out)", ev->data.alias.anchor);
         sl__yattach(yb, sl__ynew(yb, SL__Y_BAD, ev));
         return 1;
     case YAML_SEQUENCE_START_EVENT:
@@ -241,13 +248,9 @@ static int sl__yevent(sl__ybuild_t *yb, const yaml_event_t *ev)
         return 1;
     }
     case YAML_SEQUENCE_END_EVENT:
-    case YAML_MAPPING_END_EVENT:
-        sl__yclose(yb);
-        return 1;
-    case YAML_STREAM_END_EVENT:
-        return 0;
-    default:
-        return 1;
+    case YAML_MAPPING_END_EVENT: sl__yclose(yb); return 1;
+    case YAML_STREAM_END_EVENT: return 0;
+    default: return 1;
     }
 }
 
@@ -255,8 +258,7 @@ int sl__yaml_parse(sl__lctx_t *lc, const char *buf, size_t len, sl__ynode_t **ro
 {
     *root = NULL;
     if (len > SL__MAX_FILE) {
-        sl__err(lc, 0, 0, "", "the file is %zu bytes; a config file may have at most %u MiB", len,
-                SL__MAX_FILE >> 20);
+        sl__err(lc, 0, 0, "", "the file is %zu bytes; a config file may have at most %u MiB", len, SL__MAX_FILE >> 20);
         return SL_ECONFIG;
     }
     sl__ybuild_t *yb = calloc(1, sizeof *yb);
