@@ -146,9 +146,13 @@ int sl_chan_reserve(sl_chan_t *ch, size_t body_len, sl_rec_t **rec);
 /* Appends the reserved record to the producer's unpublished batch. */
 void sl_chan_push(sl_chan_t *ch);
 
-/* Makes every pushed record visible at once and rings the consumer's bell if it sleeps. Returns the
- * number of events published. */
+/* Makes every pushed record visible at once. Rings the consumer's bell (if it sleeps) once at least an
+ * eighth of the ring was published since the last ring. Returns the number of events published. */
 uint64_t sl_chan_publish(sl_chan_t *ch);
+
+/* Rings the consumer's bell (if it sleeps) when anything was published since the last ring. A producer
+ * calls it before it goes to sleep or idles, so no published record waits for a batch to fill. */
+void sl_chan_kick(sl_chan_t *ch);
 
 /* Marks the stream finished: after the consumer has taken everything published it sees SL_EOF. Publishes
  * pending records first. */

@@ -35,6 +35,10 @@ typedef struct sl_chan_ctl_s {
     _Atomic uint64_t sent;
     _Atomic uint32_t closed;
     _Atomic uint32_t producer_gen;
+    /* The commit level the producer waits for when the ring is full: a consumer rings only once that
+     * much is free, so a blocked producer wakes to write a large batch instead of ping-ponging one
+     * record at a time (the same hysteresis as a pipe's or socket's low-water mark). */
+    _Atomic uint64_t room_wanted;
     /* Consumer: taken (for statistics and redelivery counts only). */
     _Alignas(SL_CACHELINE) _Atomic uint64_t read;
     _Atomic uint64_t read_events;
@@ -62,6 +66,7 @@ struct sl_chan_s {
     uint64_t p_limit;         /* cached commit + cap */
     uint64_t p_asked;         /* cached asked */
     uint64_t p_res_need;      /* aligned size of the open reservation, 0 if none */
+    uint64_t p_rung;          /* head when the consumer's bell was last rung */
     /* Consumer end, process-local. */
     uint64_t c_read, c_read_events;
     uint64_t c_head; /* cached head */
@@ -154,6 +159,7 @@ void sl_chan_producer_attach(sl_chan_t *ch)
     ch->p_limit = atomic_load_explicit(&c->commit, memory_order_acquire) + ch->cap;
     ch->p_asked = atomic_load_explicit(&c->asked, memory_order_acquire);
     ch->p_res_need = 0;
+    ch->p_rung = 0; /* ring at the first opportunity: the consumer may sleep on what the predecessor left */
     atomic_fetch_add_explicit(&c->producer_gen, 1, memory_order_relaxed);
 }
 
@@ -172,6 +178,15 @@ static inline uint64_t sl__chan_span(const sl_chan_t *ch, uint64_t need)
     return need <= tail ? need : tail + need;
 }
 
+/* Asks to be woken when a quarter of the ring (or span, if larger) is free; never past what is published,
+ * so a consumer that commits everything always wakes us. */
+static void sl__chan_want_room(sl_chan_t *ch, uint64_t span)
+{
+    uint64_t want = ch->p_head + SL_MAX(span, ch->cap / 4) - ch->cap;
+    uint64_t published = atomic_load_explicit(&ch->ctl->head, memory_order_relaxed);
+    atomic_store_explicit(&ch->ctl->room_wanted, SL_MIN(want, published), memory_order_relaxed);
+}
+
 int sl_chan_reserve(sl_chan_t *ch, size_t body_len, sl_rec_t **rec)
 {
     if (SL_UNLIKELY(body_len > ch->max_rec || body_len < sizeof(sl_rec_t)))
@@ -185,8 +200,10 @@ int sl_chan_reserve(sl_chan_t *ch, size_t body_len, sl_rec_t **rec)
     uint64_t span = sl__chan_span(ch, need);
     if (SL_UNLIKELY(ch->p_head + span > ch->p_limit)) {
         ch->p_limit = atomic_load_explicit(&ch->ctl->commit, memory_order_acquire) + ch->cap;
-        if (ch->p_head + span > ch->p_limit)
+        if (ch->p_head + span > ch->p_limit) {
+            sl__chan_want_room(ch, span);
             return SL_EAGAIN;
+        }
     }
     if (span != need) {
         /* Fill the tail with a padding record; the consumer skips it. It becomes visible with the next
@@ -220,8 +237,23 @@ uint64_t sl_chan_publish(sl_chan_t *ch)
         return 0;
     atomic_store_explicit(&c->sent, ch->p_sent, memory_order_relaxed);
     atomic_store_explicit(&c->head, ch->p_head, memory_order_release);
-    sl_bell_ring(ch->cbell);
+    /* Under load, wake a sleeping consumer only once a good batch is waiting: it then takes hundreds of
+     * records per wake-up instead of one publish's worth. The producer kicks before it sleeps itself
+     * (sl_chan_kick), so a light load is delivered at once. */
+    if (ch->p_head - ch->p_rung >= ch->cap / 8) {
+        ch->p_rung = ch->p_head;
+        sl_bell_ring(ch->cbell);
+    }
     return ch->p_sent - before;
+}
+
+void sl_chan_kick(sl_chan_t *ch)
+{
+    uint64_t head = atomic_load_explicit(&ch->ctl->head, memory_order_relaxed);
+    if (ch->p_rung != head) {
+        ch->p_rung = head;
+        sl_bell_ring(ch->cbell);
+    }
 }
 
 void sl_chan_close(sl_chan_t *ch)
@@ -242,7 +274,11 @@ bool sl_chan_blocked(sl_chan_t *ch, size_t need)
     if (sl_chan_grant(ch, true) == 0)
         return true;
     ch->p_limit = atomic_load_explicit(&ch->ctl->commit, memory_order_acquire) + ch->cap;
-    return ch->p_head + sl__chan_span(ch, SL_ALIGN_UP((uint64_t)need, SL_REC_ALIGN)) > ch->p_limit;
+    uint64_t span = sl__chan_span(ch, SL_ALIGN_UP((uint64_t)need, SL_REC_ALIGN));
+    if (ch->p_head + span <= ch->p_limit)
+        return false;
+    sl__chan_want_room(ch, span);
+    return true;
 }
 
 /* ---- consumer ------------------------------------------------------------------------------------ */
@@ -318,7 +354,12 @@ void sl_chan_commit(sl_chan_t *ch, uint64_t pos, uint64_t events)
         return;
     atomic_store_explicit(&c->commit_events, events, memory_order_relaxed);
     atomic_store_explicit(&c->commit, pos, memory_order_release);
-    sl_bell_ring(ch->pbell);
+    /* Dekker again: the producer stores room_wanted, announces its sleep (seq_cst) and re-reads commit;
+     * we store commit, fence, and read room_wanted. Either we see its new room_wanted, or it sees our
+     * commit and does not sleep. */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (pos >= atomic_load_explicit(&c->room_wanted, memory_order_relaxed))
+        sl_bell_ring(ch->pbell);
 }
 
 void sl_chan_ask(sl_chan_t *ch, uint64_t asked)

@@ -278,3 +278,10 @@ void sl__out_close(sl_inst_t *inst)
         for (uint32_t c = 0; c < inst->out[gi].n; c++)
             sl_chan_close(inst->out[gi].chans[c]);
 }
+
+void sl__out_kick(sl_inst_t *inst)
+{
+    for (uint32_t gi = 0; gi < inst->n_out; gi++)
+        for (uint32_t c = 0; c < inst->out[gi].n; c++)
+            sl_chan_kick(inst->out[gi].chans[c]);
+}

@@ -83,5 +83,6 @@ uint64_t sl__out_demand(sl_inst_t *inst);
 uint64_t sl__out_publish(sl_inst_t *inst);
 bool sl__out_ready(sl_inst_t *inst, const sl_stash_t *st);
 void sl__out_close(sl_inst_t *inst);
+void sl__out_kick(sl_inst_t *inst);
 
 #endif /* SL_STAGES_INT_H */

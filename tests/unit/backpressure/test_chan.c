@@ -1,0 +1,253 @@
+/*
+ * Channel ring, in one process: framing, wrap-around, full/empty edges, demand limits, commit and
+ * redelivery, corruption detection, end of stream.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "backpressure/backpressure.h"
+
+static int setup(void **state)
+{
+    sl_chan_t *ch;
+    if (sl_chan_create("test", 4096, &ch) != 0)
+        return -1;
+    sl_chan_producer_attach(ch);
+    sl_chan_consumer_attach(ch);
+    *state = ch;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    sl_chan_destroy(*state);
+    return 0;
+}
+
+/* Publishes one record whose payload is len bytes of a pattern derived from seq. */
+static int put(sl_chan_t *ch, uint64_t seq, size_t len)
+{
+    sl_rec_t *r;
+    int rc = sl_chan_reserve(ch, sl_rec_body_len(0, 0, 0, len), &r);
+    if (rc != 0)
+        return rc;
+    r->payload_len = (uint32_t)len;
+    r->ingest_ns = seq;
+    uint8_t *p = (uint8_t *)sl_rec_payload(r);
+    for (size_t i = 0; i < len; i++)
+        p[i] = (uint8_t)(seq * 31 + i);
+    sl_chan_push(ch);
+    return 0;
+}
+
+static void check(const sl_rec_t *r, uint64_t seq, size_t len)
+{
+    assert_int_equal(r->ingest_ns, seq);
+    assert_int_equal(r->payload_len, len);
+    const uint8_t *p = sl_rec_payload(r);
+    for (size_t i = 0; i < len; i++)
+        assert_int_equal(p[i], (uint8_t)(seq * 31 + i));
+}
+
+static void test_capacity_rounding(void **state)
+{
+    sl_chan_t *ch = *state;
+    assert_int_equal(sl_chan_capacity(ch), 4096);
+    assert_int_equal(sl_chan_max_record(ch), 2048);
+    sl_chan_t *big;
+    assert_int_equal(sl_chan_create("big", 5000, &big), 0);
+    assert_int_equal(sl_chan_capacity(big), 8192);
+    sl_chan_destroy(big);
+    sl_chan_destroy(NULL);
+}
+
+/* Every record size from empty to the largest, many times round the ring, each checked byte by byte. */
+static void test_wrap_every_size(void **state)
+{
+    sl_chan_t *ch = *state;
+    sl_chan_ask(ch, UINT64_MAX / 2);
+    size_t max_payload = sl_chan_max_record(ch) - sizeof(sl_rec_t);
+    uint64_t seq = 0;
+    for (int round = 0; round < 3; round++) {
+        for (size_t len = 0; len <= max_payload; len++, seq++) {
+            assert_int_equal(put(ch, seq, len), 0);
+            assert_int_equal(sl_chan_publish(ch), 1);
+            const sl_rec_t *r;
+            assert_int_equal(sl_chan_next(ch, &r), 0);
+            check(r, seq, len);
+            assert_int_equal(sl_chan_next(ch, &r), SL_EAGAIN);
+            sl_chan_commit(ch, sl_chan_read_pos(ch), sl_chan_read_events(ch));
+        }
+    }
+    sl_chan_stat_t st;
+    sl_chan_stat(ch, &st);
+    assert_true(st.head > 3 * sl_chan_capacity(ch)); /* it really wrapped, many times */
+    assert_int_equal(st.sent, seq);
+    assert_int_equal(st.commit_events, seq);
+    assert_int_equal(put(ch, seq, max_payload + 1), SL_EMSGSIZE);
+}
+
+/* Fill to the brim: the producer is refused exactly when the bytes would pass capacity, and one commit
+ * makes room again. Nothing is visible before publish. */
+static void test_full_empty_edges(void **state)
+{
+    sl_chan_t *ch = *state;
+    const sl_rec_t *r;
+    assert_int_equal(sl_chan_next(ch, &r), SL_EAGAIN);
+    sl_chan_ask(ch, 1000);
+    int n = 0;
+    while (put(ch, (uint64_t)n, 96) == 0) /* 32 + 96 = 128 bytes: exactly 32 fit in 4096 */
+        n++;
+    assert_int_equal(n, 32);
+    assert_int_equal(sl_chan_next(ch, &r), SL_EAGAIN); /* pushed, not published */
+    assert_true(sl_chan_blocked(ch, 128));
+    assert_int_equal(sl_chan_publish(ch), 32);
+    assert_int_equal(sl_chan_next(ch, &r), 0);
+    check(r, 0, 96);
+    assert_int_equal(put(ch, 99, 96), SL_EAGAIN); /* taken is not freed: only commit frees */
+    sl_chan_commit(ch, sl_chan_read_pos(ch), sl_chan_read_events(ch));
+    assert_false(sl_chan_blocked(ch, 128));
+    assert_int_equal(put(ch, 32, 96), 0);
+    assert_int_equal(put(ch, 33, 96), SL_EAGAIN);
+    sl_chan_publish(ch);
+    for (uint64_t i = 1; i <= 32; i++) {
+        assert_int_equal(sl_chan_next(ch, &r), 0);
+        check(r, i, 96);
+    }
+    assert_int_equal(sl_chan_next(ch, &r), SL_EAGAIN);
+}
+
+/* A producer can never publish more events than were asked, whatever room the ring has. */
+static void test_demand_limits_producer(void **state)
+{
+    sl_chan_t *ch = *state;
+    assert_int_equal(sl_chan_grant(ch, true), 0);
+    assert_int_equal(put(ch, 0, 8), SL_EAGAIN);
+    sl_chan_ask(ch, 3);
+    assert_int_equal(sl_chan_grant(ch, true), 3);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(put(ch, (uint64_t)i, 8), 0);
+    assert_int_equal(put(ch, 3, 8), SL_EAGAIN);
+    assert_int_equal(sl_chan_grant(ch, true), 0);
+    sl_chan_ask(ch, 2); /* asking less than before changes nothing: demand is cumulative */
+    assert_int_equal(sl_chan_asked(ch), 3);
+    assert_int_equal(put(ch, 3, 8), SL_EAGAIN);
+    sl_chan_ask(ch, 5);
+    assert_int_equal(put(ch, 3, 8), 0);
+    assert_int_equal(put(ch, 4, 8), 0);
+    assert_int_equal(put(ch, 5, 8), SL_EAGAIN);
+    assert_int_equal(sl_chan_publish(ch), 5);
+}
+
+/* Taken and not committed is delivered again to a re-attached consumer, from commit on. */
+static void test_redelivery_from_commit(void **state)
+{
+    sl_chan_t *ch = *state;
+    sl_chan_ask(ch, 100);
+    for (uint64_t i = 0; i < 10; i++)
+        assert_int_equal(put(ch, i, 40), 0);
+    sl_chan_publish(ch);
+    const sl_rec_t *r;
+    uint64_t pos4 = 0, ev4 = 0;
+    for (uint64_t i = 0; i < 10; i++) {
+        assert_int_equal(sl_chan_next(ch, &r), 0);
+        check(r, i, 40);
+        if (i == 3) {
+            pos4 = sl_chan_read_pos(ch);
+            ev4 = sl_chan_read_events(ch);
+        }
+    }
+    sl_chan_commit(ch, pos4, ev4);
+    sl_chan_commit(ch, pos4 - 8, ev4 - 1); /* backwards: ignored */
+    assert_int_equal(sl_chan_consumer_attach(ch), 6);
+    for (uint64_t i = 4; i < 10; i++) {
+        assert_int_equal(sl_chan_next(ch, &r), 0);
+        check(r, i, 40);
+    }
+    assert_int_equal(sl_chan_next(ch, &r), SL_EAGAIN);
+}
+
+/* A record whose parts do not add up to its length is reported, not followed. */
+static void test_corrupt_framing_detected(void **state)
+{
+    sl_chan_t *ch = *state;
+    sl_chan_ask(ch, 100);
+    assert_int_equal(put(ch, 0, 40), 0);
+    sl_rec_t *r;
+    assert_int_equal(sl_chan_reserve(ch, sl_rec_body_len(0, 0, 0, 40), &r), 0);
+    r->payload_len = 40;
+    r->topic_len = 9; /* the parts now claim more than len */
+    sl_chan_push(ch);
+    assert_int_equal(put(ch, 2, 40), 0);
+    sl_chan_publish(ch);
+    const sl_rec_t *got;
+    assert_int_equal(sl_chan_next(ch, &got), 0);
+    check(got, 0, 40);
+    assert_int_equal(sl_chan_next(ch, &got), SL_EBADMSG);
+    assert_int_equal(sl_chan_next(ch, &got), SL_EBADMSG); /* still refused: never trusted */
+    assert_int_equal(sl_chan_skip_corrupt(ch), 2 * 72);
+    assert_int_equal(sl_chan_next(ch, &got), SL_EAGAIN);
+    /* A length past the largest record is caught as well. */
+    assert_int_equal(sl_chan_reserve(ch, sl_rec_body_len(0, 0, 0, 8), &r), 0);
+    r->payload_len = 8;
+    sl_chan_push(ch);
+    r->len = 4000;
+    sl_chan_publish(ch);
+    assert_int_equal(sl_chan_next(ch, &got), SL_EBADMSG);
+}
+
+static void test_close_is_eof_after_drain(void **state)
+{
+    sl_chan_t *ch = *state;
+    sl_chan_ask(ch, 10);
+    assert_int_equal(put(ch, 0, 16), 0);
+    sl_chan_close(ch); /* publishes what was pushed */
+    const sl_rec_t *r;
+    assert_true(sl_chan_readable(ch));
+    assert_int_equal(sl_chan_next(ch, &r), 0);
+    check(r, 0, 16);
+    assert_int_equal(sl_chan_next(ch, &r), SL_EOF);
+}
+
+static void test_attributes(void **state)
+{
+    sl_chan_t *ch = *state;
+    sl_chan_ask(ch, 10);
+    uint8_t attrs[] = {4, 0, 3, 0, 's', 'i', 't', 'e', 'a', 'b', 'c', 2, 0, 1, 0, 'i', 'd', 'x'};
+    sl_rec_t *r;
+    assert_int_equal(sl_chan_reserve(ch, sl_rec_body_len(0, 0, sizeof attrs, 0), &r), 0);
+    r->attr_len = sizeof attrs;
+    memcpy((uint8_t *)sl_rec_attrs(r), attrs, sizeof attrs);
+    sl_chan_push(ch);
+    sl_chan_publish(ch);
+    const sl_rec_t *got;
+    assert_int_equal(sl_chan_next(ch, &got), 0);
+    const uint8_t *v;
+    size_t vl;
+    assert_int_equal(sl_rec_attr_get(got, "id", 2, &v, &vl), 0);
+    assert_int_equal(vl, 1);
+    assert_memory_equal(v, "x", 1);
+    assert_int_equal(sl_rec_attr_get(got, "site", 4, &v, &vl), 0);
+    assert_memory_equal(v, "abc", 3);
+    assert_int_equal(sl_rec_attr_get(got, "nope", 4, &v, &vl), SL_ENOENT);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_capacity_rounding, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wrap_every_size, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_full_empty_edges, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_demand_limits_producer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_redelivery_from_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_corrupt_framing_detected, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_is_eof_after_drain, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_attributes, setup, teardown),
+    };
+    return cmocka_run_group_tests_name("chan", tests, NULL, NULL);
+}
