@@ -180,11 +180,12 @@ typedef struct sl__vals_s {
 /*
  * Checks map (NULL or null = empty) against the keys of the given sections: unknown keys (unless
  * lenient), types, ranges, required keys. Every key of those sections gets a value, defaulted when not
- * given and valid. path names the map in diagnostics.
+ * given and valid. path names the map in diagnostics. Release the result with sl__vals_free().
  */
 sl__vals_t sl__section_load(sl__lctx_t *lc, const char *path, const sl__ynode_t *map, const char *const *sections,
                             size_t n_sections, bool lenient);
 sl__val_t *sl__vals_get(const sl__vals_t *vs, const char *key); /* asserts it exists */
+void sl__vals_free(sl__vals_t *vs);                             /* the array; list items and texts live in lc->tmp */
 /* Parses a default or bound text of a key (schema texts are trusted; tests check they all parse). */
 int sl__value_parse(sl_param_kind_t kind, const char *text, sl__val_t *v);
 /* Substitutes env in a scalar without reporting; NULL when it is not a usable scalar. */

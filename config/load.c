@@ -81,7 +81,9 @@ static const sl__ynode_t *sl__channels_load(sl__lctx_t *lc, const sl__ynode_t *m
     cfg->capacity = sl__vals_get(&vs, "capacity")->v.u;
     const sl__val_t *lim = sl__vals_get(&vs, "memory_limit");
     cfg->memory_limit = lim->v.u;
-    return lim->at;
+    const sl__ynode_t *at = lim->at;
+    sl__vals_free(&vs);
+    return at;
 }
 
 static void sl__sections_load(sl__lctx_t *lc, const sl__ynode_t *sec[4], const sl__ynode_t **memory_at)
@@ -90,13 +92,16 @@ static void sl__sections_load(sl__lctx_t *lc, const sl__ynode_t *sec[4], const s
     sl_config_t *cfg = lc->cfg;
     sl__vals_t vs = sl__section_load(lc, "pipeline", sec[0], pipe, 1, false);
     cfg->pipeline_name = sl__arena_strdup(lc->keep, sl__vals_get(&vs, "name")->text);
+    sl__vals_free(&vs);
     *memory_at = sl__channels_load(lc, sec[1]);
     vs = sl__section_load(lc, "supervision", sec[2], sup, 1, false);
     sl__sup_apply(&vs, &cfg->sup, false);
+    sl__vals_free(&vs);
     vs = sl__section_load(lc, "metrics", sec[3], met, 1, false);
     cfg->metrics_enabled = sl__vals_get(&vs, "enabled")->v.b;
     cfg->metrics_listen = sl__arena_strdup(lc->keep, sl__vals_get(&vs, "listen")->text);
     cfg->summary_interval_ns = sl__vals_get(&vs, "summary_interval")->v.u;
+    sl__vals_free(&vs);
 }
 
 /* The top-level map: pipeline, channels, supervision, metrics, sources, stages, sinks. */

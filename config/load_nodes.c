@@ -173,9 +173,11 @@ static void sl__node_load(sl__lctx_t *lc, sl_conf_role_t role, size_t idx, const
         sl__vals_t ov =
             sl__section_load(lc, sl__arena_printf(lc->tmp, "%s.supervision", x->path), sv->at, sup, 1, false);
         sl__sup_apply(&ov, &nd->sup, true);
+        sl__vals_free(&ov);
     }
     if (type != NULL)
         sl__node_params(lc, &vs, type, nd);
+    sl__vals_free(&vs);
 }
 
 static int sl__name_cmp(const void *a, const void *b)

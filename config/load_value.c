@@ -13,6 +13,7 @@
 
 #include <assert.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -320,7 +321,13 @@ static sl__vals_t sl__vals_defaults(sl__lctx_t *lc, const char *const *sections,
 {
     sl__vals_t vs = {0};
     const sl__schema_t *sc = lc->schema;
-    vs.v = sl__arena_alloc(lc->tmp, (sc->n_keys + 1) * sizeof *vs.v);
+    size_t n = 0;
+    for (size_t s = 0; s < n_sections; s++)
+        for (size_t i = 0; i < sc->n_keys; i++)
+            n += sections[s] != NULL && strcmp(sc->keys[i].section, sections[s]) == 0;
+    /* Heap, not arena: a config with 100k nodes would otherwise keep 100k value arrays until the end. */
+    vs.v = sl__xrealloc(NULL, (n + 1) * sizeof *vs.v);
+    memset(vs.v, 0, (n + 1) * sizeof *vs.v);
     for (size_t s = 0; s < n_sections; s++) {
         for (size_t i = 0; i < sc->n_keys; i++) {
             if (sections[s] == NULL || strcmp(sc->keys[i].section, sections[s]) != 0)
@@ -377,6 +384,13 @@ sl__vals_t sl__section_load(sl__lctx_t *lc, const char *path, const sl__ynode_t 
             sl__err(lc, map ? map->line : 0, map ? map->col : 0, path, "missing required key \"%s\"", vs.v[i].key->key);
     }
     return vs;
+}
+
+void sl__vals_free(sl__vals_t *vs)
+{
+    free(vs->v);
+    vs->v = NULL;
+    vs->n = 0;
 }
 
 sl__val_t *sl__vals_get(const sl__vals_t *vs, const char *key)
