@@ -39,7 +39,7 @@
 
 typedef struct sl_bell_s {
     _Alignas(SL_CACHELINE) _Atomic uint32_t sleeping; /* futex word: 1 while the owner sleeps */
-    _Atomic uint32_t rings;                            /* futex wakes made, for statistics */
+    _Atomic uint32_t rings;                           /* futex wakes made, for statistics */
     char pad_[SL_CACHELINE - 2 * sizeof(uint32_t)];
 } sl_bell_t;
 
@@ -67,9 +67,9 @@ void sl_bell_ring(sl_bell_t *b);
 /* ---- records ------------------------------------------------------------------------------------ */
 
 #define SL_REC_ALIGN 8u
-#define SL_REC_PAD 0x0001u     /* filler to the end of the ring; not an event */
-#define SL_REC_BINARY 0x0002u  /* payload is not text */
-#define SL_REC_REPLAY 0x0004u  /* delivered again after a consumer restart (set by nobody yet: counted) */
+#define SL_REC_PAD 0x0001u    /* filler to the end of the ring; not an event */
+#define SL_REC_BINARY 0x0002u /* payload is not text */
+#define SL_REC_REPLAY 0x0004u /* delivered again after a consumer restart (set by nobody yet: counted) */
 
 /*
  * A record in a channel: this header, then topic, key, attributes and payload bytes, then padding to

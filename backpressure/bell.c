@@ -42,8 +42,7 @@ int sl_bell_wait(sl_bell_t *b, bool (*ready)(void *arg), void *arg, uint64_t tim
         atomic_store_explicit(&b->sleeping, 0, memory_order_relaxed);
         return 0;
     }
-    struct timespec ts = {.tv_sec = (time_t)(timeout_ns / SL_NS_PER_S),
-                          .tv_nsec = (long)(timeout_ns % SL_NS_PER_S)};
+    struct timespec ts = {.tv_sec = (time_t)(timeout_ns / SL_NS_PER_S), .tv_nsec = (long)(timeout_ns % SL_NS_PER_S)};
     long rc = sl__futex(&b->sleeping, FUTEX_WAIT, 1, &ts);
     int err = rc < 0 ? errno : 0;
     atomic_store_explicit(&b->sleeping, 0, memory_order_relaxed);

@@ -62,11 +62,11 @@ struct sl_chan_s {
     int fd;
     sl_bell_t *pbell, *cbell;
     /* Producer end, process-local. */
-    uint64_t p_head, p_sent;  /* including pushed, unpublished records */
-    uint64_t p_limit;         /* cached commit + cap */
-    uint64_t p_asked;         /* cached asked */
-    uint64_t p_res_need;      /* aligned size of the open reservation, 0 if none */
-    uint64_t p_rung;          /* head when the consumer's bell was last rung */
+    uint64_t p_head, p_sent; /* including pushed, unpublished records */
+    uint64_t p_limit;        /* cached commit + cap */
+    uint64_t p_asked;        /* cached asked */
+    uint64_t p_res_need;     /* aligned size of the open reservation, 0 if none */
+    uint64_t p_rung;         /* head when the consumer's bell was last rung */
     /* Consumer end, process-local. */
     uint64_t c_read, c_read_events;
     uint64_t c_head; /* cached head */

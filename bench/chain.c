@@ -145,13 +145,14 @@ int main(int argc, char **argv)
         perror("mkstemp");
         return 1;
     }
-    fprintf(f, "pipeline: { name: bench-chain }\n"
-               "metrics: { summary_interval: 0s }\n"
-               "sources: [ { name: fleet, type: generator, count: %llu, devices: 1000, payload_size: %d } ]\n"
-               "stages:\n"
-               "  - { name: relay1, type: passthrough, from: fleet }\n"
-               "  - { name: relay2, type: passthrough, from: relay1 }\n"
-               "sinks: [ { name: out, type: null, from: relay2 } ]\n",
+    fprintf(f,
+            "pipeline: { name: bench-chain }\n"
+            "metrics: { summary_interval: 0s }\n"
+            "sources: [ { name: fleet, type: generator, count: %llu, devices: 1000, payload_size: %d } ]\n"
+            "stages:\n"
+            "  - { name: relay1, type: passthrough, from: fleet }\n"
+            "  - { name: relay2, type: passthrough, from: relay1 }\n"
+            "sinks: [ { name: out, type: null, from: relay2 } ]\n",
             (unsigned long long)n, PAYLOAD);
     fclose(f);
     double chain[99], raw[99];
@@ -161,13 +162,13 @@ int main(int argc, char **argv)
         raw[r] = run_raw(n, 1 << 20);
         chain[r] = raw_only ? 0 : run_chain(sluice, cfg, n, &rk);
         rss = rk > rss ? rk : rss;
-        printf("run %d: chain %.2fM events/s, raw %.2fM events/s, ratio %.2f, peak RSS %ld kB\n", r + 1,
-               chain[r] / 1e6, raw[r] / 1e6, raw[r] > 0 ? chain[r] / raw[r] : 0, rk);
+        printf("run %d: chain %.2fM events/s, raw %.2fM events/s, ratio %.2f, peak RSS %ld kB\n", r + 1, chain[r] / 1e6,
+               raw[r] / 1e6, raw[r] > 0 ? chain[r] / raw[r] : 0, rk);
         fflush(stdout);
     }
     unlink(cfg);
     double mc = median(chain, runs), mr = median(raw, runs);
-    printf("chain: events_per_s=%.0f raw_events_per_s=%.0f ratio=%.2f peak_rss_kb=%ld\n", mc, mr,
-           mr > 0 ? mc / mr : 0, rss);
+    printf("chain: events_per_s=%.0f raw_events_per_s=%.0f ratio=%.2f peak_rss_kb=%ld\n", mc, mr, mr > 0 ? mc / mr : 0,
+           rss);
     return mc > 0 && mr > 0 ? 0 : 1;
 }

@@ -16,13 +16,11 @@ static sl_log_level_t sl__log_level = SL_LOG_INFO;
 const char *sl_strerror(int err)
 {
     switch (err) {
-#define SL_ERR_TEXT(name, value, text)                                                                     \
-    case (value):                                                                                          \
-        return text;
+#define SL_ERR_TEXT(name, value, text) \
+    case (value): return text;
         SL_ERRNO_MAP(SL_ERR_TEXT)
 #undef SL_ERR_TEXT
-    default:
-        break;
+    default: break;
     }
     if (err < 0 && err > -4096)
         return strerror(-err);
@@ -32,13 +30,11 @@ const char *sl_strerror(int err)
 const char *sl_err_name(int err)
 {
     switch (err) {
-#define SL_ERR_NAME(name, value, text)                                                                     \
-    case (value):                                                                                          \
-        return "SL_" #name;
+#define SL_ERR_NAME(name, value, text) \
+    case (value): return "SL_" #name;
         SL_ERRNO_MAP(SL_ERR_NAME)
 #undef SL_ERR_NAME
-    default:
-        return "SL_E?";
+    default: return "SL_E?";
     }
 }
 

@@ -15,22 +15,22 @@
 #include <stdint.h>
 
 /* X(name, value, text) */
-#define SL_ERRNO_MAP(X)                                                                                    \
-    X(EAGAIN, -EAGAIN, "resource temporarily unavailable (backpressure)")                                  \
-    X(EINVAL, -EINVAL, "invalid argument")                                                                 \
-    X(ENOMEM, -ENOMEM, "out of memory")                                                                    \
-    X(ENOSPC, -ENOSPC, "no space left")                                                                    \
-    X(EMSGSIZE, -EMSGSIZE, "record too large")                                                             \
-    X(EBADMSG, -EBADMSG, "corrupt record framing")                                                         \
-    X(EIO, -EIO, "input/output error")                                                                     \
-    X(ENOENT, -ENOENT, "no such file or entry")                                                            \
-    X(EEXIST, -EEXIST, "already exists")                                                               \
-    X(ENOTSUP, -ENOTSUP, "operation not supported")                                                        \
-    X(ETIMEDOUT, -ETIMEDOUT, "timed out")                                                                  \
-    X(ECANCELED, -ECANCELED, "canceled")                                                                   \
-    X(EOF, -4096, "end of stream")                                                                         \
-    X(ERETRY, -4097, "temporary failure, retry later")                                                     \
-    X(ECONFIG, -4098, "configuration error")                                                               \
+#define SL_ERRNO_MAP(X)                                                   \
+    X(EAGAIN, -EAGAIN, "resource temporarily unavailable (backpressure)") \
+    X(EINVAL, -EINVAL, "invalid argument")                                \
+    X(ENOMEM, -ENOMEM, "out of memory")                                   \
+    X(ENOSPC, -ENOSPC, "no space left")                                   \
+    X(EMSGSIZE, -EMSGSIZE, "record too large")                            \
+    X(EBADMSG, -EBADMSG, "corrupt record framing")                        \
+    X(EIO, -EIO, "input/output error")                                    \
+    X(ENOENT, -ENOENT, "no such file or entry")                           \
+    X(EEXIST, -EEXIST, "already exists")                                  \
+    X(ENOTSUP, -ENOTSUP, "operation not supported")                       \
+    X(ETIMEDOUT, -ETIMEDOUT, "timed out")                                 \
+    X(ECANCELED, -ECANCELED, "canceled")                                  \
+    X(EOF, -4096, "end of stream")                                        \
+    X(ERETRY, -4097, "temporary failure, retry later")                    \
+    X(ECONFIG, -4098, "configuration error")                              \
     X(ECRASH, -4099, "stage crashed")
 
 enum {
@@ -67,8 +67,7 @@ sl_log_level_t sl_log_get_level(void);
  * who names the stage instance ("decode#1") or the component ("master"); err is 0 or an SL_E* code or a
  * negated errno. The line is written with one write(2) so lines of concurrent processes do not interleave.
  */
-void sl_log(sl_log_level_t level, const char *who, int err, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+void sl_log(sl_log_level_t level, const char *who, int err, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 /* Monotonic clock in nanoseconds (CLOCK_MONOTONIC). */
 uint64_t sl_now_ns(void);

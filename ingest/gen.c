@@ -19,11 +19,11 @@
 #define SL_GEN_TS_W 13
 
 typedef struct sl_gen_s {
-    uint64_t count;  /* events this instance emits in all; 0 = until stopped */
-    double rate;     /* events/s for this instance; 0 = as fast as demand allows */
-    uint64_t nd;     /* devices of this instance */
+    uint64_t count; /* events this instance emits in all; 0 = until stopped */
+    double rate;    /* events/s for this instance; 0 = as fast as demand allows */
+    uint64_t nd;    /* devices of this instance */
     uint32_t first, stride;
-    uint64_t j;      /* events emitted so far (including by predecessors) */
+    uint64_t j; /* events emitted so far (including by predecessors) */
     uint64_t start_ns, start_j;
     char *payload;
     size_t payload_len;
@@ -60,8 +60,10 @@ static void sl__put_num(char *p, size_t w, uint64_t v)
 static int sl__gen_layout(sl_gen_t *g, size_t want)
 {
     char head[256];
-    int n = snprintf(head, sizeof head, "{\"device\":\"dev-0000000\",\"seq\":%*s,\"ts\":%*s,"
-                     "\"temp\":21.50,\"hum\":40.2,\"bat\":3.71,\"pad\":\"", SL_GEN_SEQ_W, "", SL_GEN_TS_W, "");
+    int n = snprintf(head, sizeof head,
+                     "{\"device\":\"dev-0000000\",\"seq\":%*s,\"ts\":%*s,"
+                     "\"temp\":21.50,\"hum\":40.2,\"bat\":3.71,\"pad\":\"",
+                     SL_GEN_SEQ_W, "", SL_GEN_TS_W, "");
     size_t base = (size_t)n + 2;
     g->payload_len = want > base ? want : base;
     g->payload = malloc(g->payload_len);
@@ -129,9 +131,14 @@ static int sl__gen_demand(sl_ctx_t *ctx, void *state, uint64_t demand)
     }
     uint64_t wall = sl_wall_ns();
     sl__put_num(g->payload + g->off_ts, SL_GEN_TS_W, wall / SL_NS_PER_MS);
-    sl_emit_t em = {.topic = g->topic, .topic_len = (uint32_t)strlen(g->topic), .attrs = g->attrs,
-                    .attr_len = sizeof g->attrs, .payload = g->payload, .payload_len = (uint32_t)g->payload_len,
-                    .qos = 1, .ingest_ns = wall};
+    sl_emit_t em = {.topic = g->topic,
+                    .topic_len = (uint32_t)strlen(g->topic),
+                    .attrs = g->attrs,
+                    .attr_len = sizeof g->attrs,
+                    .payload = g->payload,
+                    .payload_len = (uint32_t)g->payload_len,
+                    .qos = 1,
+                    .ingest_ns = wall};
     uint64_t i;
     for (i = 0; i < n; i++) {
         uint64_t dev = g->first + (uint64_t)g->stride * (g->j % g->nd);
@@ -156,7 +163,7 @@ static void sl__gen_terminate(sl_ctx_t *ctx, void *state, int reason)
     sl_gen_t *g = state;
     if (g == NULL)
         return;
-    sl_log(SL_LOG_DEBUG, sl_ctx_name(ctx), 0, "generated %llu events", (unsigned long long)g->j);
+    sl_log(SL_LOG_INFO, sl_ctx_name(ctx), 0, "generated %llu events", (unsigned long long)g->j);
     free(g->payload);
     free(g);
 }

@@ -61,7 +61,8 @@ static void sl__fill(sl_rec_t *r, const sl_emit_t *em, const sl_rec_t *raw)
     r->payload_len = em->payload_len;
     r->ingest_ns = em->ingest_ns;
     uint8_t *p = (uint8_t *)(r + 1);
-    memcpy(p, em->topic, em->topic_len);
+    if (em->topic_len)
+        memcpy(p, em->topic, em->topic_len);
     p += em->topic_len;
     if (em->key_len)
         memcpy(p, em->key, em->key_len);
@@ -84,8 +85,8 @@ static int sl__write(sl_chan_t *ch, const sl_emit_t *em, const sl_rec_t *raw, si
     return 0;
 }
 
-static int sl__stash_put(sl_stash_t *st, uint32_t group, uint32_t chan, const sl_emit_t *em,
-                         const sl_rec_t *raw, size_t len)
+static int sl__stash_put(sl_stash_t *st, uint32_t group, uint32_t chan, const sl_emit_t *em, const sl_rec_t *raw,
+                         size_t len)
 {
     uint64_t size = sizeof(sl_stash_hdr_t) + SL_ALIGN_UP((uint64_t)len, SL_REC_ALIGN);
     if (st->tail + size > st->cap)
@@ -188,16 +189,13 @@ int sl__out_emit(sl_inst_t *inst, sl_stash_t *st, const sl_emit_t *em, const sl_
         int rc = 0;
         switch (g->kind) {
         case SL_DISP_DEMAND:
-            rc = sl__deliver(inst, st, gi, sl__stash_empty(st) ? sl__pick_demand(g) : SL_STASH_ANY, em, raw,
-                             len);
+            rc = sl__deliver(inst, st, gi, sl__stash_empty(st) ? sl__pick_demand(g) : SL_STASH_ANY, em, raw, len);
             break;
         case SL_DISP_BROADCAST:
             for (uint32_t c = 0; c < g->n && rc == 0; c++)
                 rc = sl__deliver(inst, st, gi, c, em, raw, len);
             break;
-        case SL_DISP_PARTITION:
-            rc = sl__deliver(inst, st, gi, sl__pick_partition(g, em, raw), em, raw, len);
-            break;
+        case SL_DISP_PARTITION: rc = sl__deliver(inst, st, gi, sl__pick_partition(g, em, raw), em, raw, len); break;
         }
         if (rc != 0)
             return rc;

@@ -27,8 +27,8 @@ static int sl__rt_alloc_instances(sl_runtime_t *rt)
     rt->node_first[cfg->n_nodes] = rt->n_inst;
     rt->inst = calloc(rt->n_inst, sizeof *rt->inst);
     rt->bells = sl_bells_new(rt->n_inst);
-    rt->stats = mmap(NULL, rt->n_inst * sizeof(sl_stats_slot_t), PROT_READ | PROT_WRITE,
-                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    rt->stats =
+        mmap(NULL, rt->n_inst * sizeof(sl_stats_slot_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (rt->stats == MAP_FAILED)
         rt->stats = NULL;
     if (rt->inst == NULL || rt->bells == NULL || rt->stats == NULL)
@@ -92,8 +92,10 @@ static int sl__rt_connect(sl_runtime_t *rt, size_t up, size_t down)
             sl_chan_bind_bells(ch, pi->bell, ci->bell);
             sl_chan_t **all = realloc(rt->chans, (rt->n_chans + 1) * sizeof *all);
             sl_chan_t **in = realloc(ci->in, (ci->n_in + 1) * sizeof *in);
-            if (all) rt->chans = all;
-            if (in) ci->in = in;
+            if (all)
+                rt->chans = all;
+            if (in)
+                ci->in = in;
             if (all == NULL || in == NULL) {
                 sl_chan_destroy(ch);
                 return SL_ENOMEM;

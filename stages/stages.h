@@ -125,7 +125,7 @@ uint64_t sl_ctx_published(sl_ctx_t *ctx);
 const sl_conf_node_t *sl_ctx_node(const sl_ctx_t *ctx);
 const char *sl_ctx_name(const sl_ctx_t *ctx); /* "relay#1" */
 uint32_t sl_ctx_instance(const sl_ctx_t *ctx);
-bool sl_ctx_stopping(const sl_ctx_t *ctx); /* shutdown requested: producers stop taking input */
+bool sl_ctx_stopping(const sl_ctx_t *ctx);                  /* shutdown requested: producers stop taking input */
 void sl_ctx_set_timer(sl_ctx_t *ctx, uint64_t deadline_ns); /* monotonic; 0 = none */
 /* Counts events that failed (bad input, dead-lettered) for the statistics. */
 void sl_ctx_count_failed(sl_ctx_t *ctx, uint64_t n);

@@ -38,8 +38,8 @@ struct sl_ctx_s {
     sl_inst_t *inst;
     const sl_conf_node_t *node;
     void *state;
-    sl_demand_t *dem; /* [n_in] */
-    bool *eof;        /* [n_in] */
+    sl_demand_t *dem;  /* [n_in] */
+    bool *eof;         /* [n_in] */
     bool *uncommitted; /* [n_in]: taken events waiting for the stash to drain before commit */
     sl_event_t *evs;
     size_t evs_cap;

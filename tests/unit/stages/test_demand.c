@@ -75,8 +75,8 @@ static void test_partial_chunks(void **state)
     assert_int_equal(sl_demand_init(&d, 10, 3), 0);
     assert_int_equal(sl_demand_chunk(&d), 7);
     assert_int_equal(sl_demand_start(&d, 0, 0), 10);
-    assert_int_equal(sl_demand_handled(&d, 2), 0); /* pending 8 > 3 */
-    assert_int_equal(sl_demand_handled(&d, 4), 0); /* pending 4 > 3 */
+    assert_int_equal(sl_demand_handled(&d, 2), 0);  /* pending 8 > 3 */
+    assert_int_equal(sl_demand_handled(&d, 4), 0);  /* pending 4 > 3 */
     assert_int_equal(sl_demand_handled(&d, 1), 17); /* pending 3 <= 3: ask back up to 10 pending */
     assert_int_equal(sl_demand_pending(&d), 10);
 }

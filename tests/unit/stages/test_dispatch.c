@@ -210,8 +210,8 @@ static void test_partition_by_attribute(void **state)
         sl_chan_ask(f->ch[i], 1000);
     uint8_t attrs[] = {4, 0, 2, 0, 's', 'i', 't', 'e', 'n', 'y'};
     for (uint64_t s = 0; s < 10; s++) {
-        sl_emit_t em = {.key = "x", .key_len = 1, .attrs = attrs, .attr_len = sizeof attrs, .payload = &s,
-                        .payload_len = sizeof s};
+        sl_emit_t em = {
+            .key = "x", .key_len = 1, .attrs = attrs, .attr_len = sizeof attrs, .payload = &s, .payload_len = sizeof s};
         assert_int_equal(sl__out_emit(&f->inst, &f->stash, &em, NULL), 0);
     }
     int target = (int)(sl_hash("ny", 2) % NCH);
