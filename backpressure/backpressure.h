@@ -143,6 +143,10 @@ uint64_t sl_chan_grant(sl_chan_t *ch, bool refresh);
  */
 int sl_chan_reserve(sl_chan_t *ch, size_t body_len, sl_rec_t **rec);
 
+/* Same, but allows up to overdraft events past the demand (the ring space limit still holds). The one
+ * sanctioned way for sent to pass asked: a source's overflow policy parks the event in hand there. */
+int sl_chan_reserve_over(sl_chan_t *ch, size_t body_len, sl_rec_t **rec, uint32_t overdraft);
+
 /* Appends the reserved record to the producer's unpublished batch. */
 void sl_chan_push(sl_chan_t *ch);
 
@@ -164,6 +168,9 @@ void sl_chan_mark_closed(sl_chan_t *ch);
 
 /* True when the producer could not proceed for lack of ring space for need bytes, or of demand. */
 bool sl_chan_blocked(sl_chan_t *ch, size_t need);
+/* True when sl_chan_reserve_over(ch, need, .., overdraft) would succeed now. When the ring is what stops
+ * it, asks the consumer to wake this producer once enough is free. */
+bool sl_chan_can_reserve(sl_chan_t *ch, size_t need, uint32_t overdraft);
 
 /* Consumer end. Only the one process that attached as consumer calls these. */
 

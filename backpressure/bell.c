@@ -56,6 +56,8 @@ void sl_bell_ring(sl_bell_t *b)
         return;
     if (atomic_exchange(&b->sleeping, 0) == 1) {
         atomic_fetch_add_explicit(&b->rings, 1, memory_order_relaxed);
-        sl__futex(&b->sleeping, FUTEX_WAKE, 1, NULL);
+        /* Everyone: an instance whose stage has a thread of its own (an MQTT callback) may have two
+         * sleepers on its bell, and a spurious wake-up only costs a re-check. */
+        sl__futex(&b->sleeping, FUTEX_WAKE, INT32_MAX, NULL);
     }
 }

@@ -187,13 +187,15 @@ static void sl__chan_want_room(sl_chan_t *ch, uint64_t span)
     atomic_store_explicit(&ch->ctl->room_wanted, SL_MIN(want, published), memory_order_relaxed);
 }
 
-int sl_chan_reserve(sl_chan_t *ch, size_t body_len, sl_rec_t **rec)
+int sl_chan_reserve(sl_chan_t *ch, size_t body_len, sl_rec_t **rec) { return sl_chan_reserve_over(ch, body_len, rec, 0); }
+
+int sl_chan_reserve_over(sl_chan_t *ch, size_t body_len, sl_rec_t **rec, uint32_t overdraft)
 {
     if (SL_UNLIKELY(body_len > ch->max_rec || body_len < sizeof(sl_rec_t)))
         return body_len < sizeof(sl_rec_t) ? SL_EINVAL : SL_EMSGSIZE;
-    if (SL_UNLIKELY(ch->p_sent >= ch->p_asked)) {
+    if (SL_UNLIKELY(ch->p_sent >= ch->p_asked + overdraft)) {
         ch->p_asked = atomic_load_explicit(&ch->ctl->asked, memory_order_acquire);
-        if (ch->p_sent >= ch->p_asked)
+        if (ch->p_sent >= ch->p_asked + overdraft)
             return SL_EAGAIN;
     }
     uint64_t need = SL_ALIGN_UP((uint64_t)body_len, SL_REC_ALIGN);
@@ -269,16 +271,19 @@ void sl_chan_mark_closed(sl_chan_t *ch)
     sl_bell_ring(ch->cbell);
 }
 
-bool sl_chan_blocked(sl_chan_t *ch, size_t need)
+bool sl_chan_blocked(sl_chan_t *ch, size_t need) { return !sl_chan_can_reserve(ch, need, 0); }
+
+bool sl_chan_can_reserve(sl_chan_t *ch, size_t need, uint32_t overdraft)
 {
-    if (sl_chan_grant(ch, true) == 0)
-        return true;
+    ch->p_asked = atomic_load_explicit(&ch->ctl->asked, memory_order_acquire);
+    if (ch->p_sent >= ch->p_asked + overdraft)
+        return false;
     ch->p_limit = atomic_load_explicit(&ch->ctl->commit, memory_order_acquire) + ch->cap;
     uint64_t span = sl__chan_span(ch, SL_ALIGN_UP((uint64_t)need, SL_REC_ALIGN));
     if (ch->p_head + span <= ch->p_limit)
-        return false;
+        return true;
     sl__chan_want_room(ch, span);
-    return true;
+    return false;
 }
 
 /* ---- consumer ------------------------------------------------------------------------------------ */

@@ -18,6 +18,7 @@
 #define SL_ERRNO_MAP(X)                                                   \
     X(EAGAIN, -EAGAIN, "resource temporarily unavailable (backpressure)") \
     X(EINVAL, -EINVAL, "invalid argument")                                \
+    X(ERANGE, -ERANGE, "value out of range")                              \
     X(ENOMEM, -ENOMEM, "out of memory")                                   \
     X(ENOSPC, -ENOSPC, "no space left")                                   \
     X(EMSGSIZE, -EMSGSIZE, "record too large")                            \

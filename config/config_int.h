@@ -20,7 +20,7 @@
 #define SL__MAX_DEPTH 64          /* YAML nesting; deeper is refused (the schema needs 4) */
 #define SL__MAX_DIAGS 200         /* beyond this, diagnostics are counted, not kept */
 #define SL__MAX_SECRET_FILE 65536 /* bytes of a *_file secret */
-#define SL__ERANGE (-ERANGE)      /* a well-formed number that does not fit */
+#define SL__ERANGE SL_ERANGE      /* a well-formed number that does not fit */
 
 /* ---- arena (arena.c) ---- */
 

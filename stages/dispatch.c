@@ -178,15 +178,17 @@ static int sl__deliver(sl_inst_t *inst, sl_stash_t *st, uint32_t gi, uint32_t c,
     return sl__stash_put(st, gi, c, em, raw, len);
 }
 
-int sl__out_emit(sl_inst_t *inst, sl_stash_t *st, const sl_emit_t *em, const sl_rec_t *raw)
+int sl__out_emit(sl_inst_t *inst, sl_stash_t *st, const sl_emit_t *em, const sl_rec_t *raw, bool dead_letter)
 {
     size_t len = sl__em_len(em, raw);
     for (uint32_t gi = 0; gi < inst->n_out; gi++)
-        if (len > sl_chan_max_record(inst->out[gi].chans[0]))
+        if (inst->out[gi].dead_letter == dead_letter && len > sl_chan_max_record(inst->out[gi].chans[0]))
             return SL_EMSGSIZE;
     for (uint32_t gi = 0; gi < inst->n_out; gi++) {
         sl_out_group_t *g = &inst->out[gi];
         int rc = 0;
+        if (g->dead_letter != dead_letter)
+            continue;
         switch (g->kind) {
         case SL_DISP_DEMAND:
             rc = sl__deliver(inst, st, gi, sl__stash_empty(st) ? sl__pick_demand(g) : SL_STASH_ANY, em, raw, len);
@@ -230,6 +232,8 @@ uint64_t sl__out_demand(sl_inst_t *inst)
     for (uint32_t gi = 0; gi < inst->n_out; gi++) {
         sl_out_group_t *g = &inst->out[gi];
         uint64_t sum = 0, mn = UINT64_MAX, mx = 0;
+        if (g->dead_letter) /* failures are rare: the dead-letter path does not set the pace */
+            continue;
         for (uint32_t c = 0; c < g->n; c++) {
             uint64_t gr = sl_chan_grant(g->chans[c], true);
             sum += gr;
@@ -282,4 +286,60 @@ void sl__out_kick(sl_inst_t *inst)
     for (uint32_t gi = 0; gi < inst->n_out; gi++)
         for (uint32_t c = 0; c < inst->out[gi].n; c++)
             sl_chan_kick(inst->out[gi].chans[c]);
+}
+
+/* The channel of group g that takes the event now without a stash, or SL_STASH_ANY. */
+static uint32_t sl__direct_target(sl_out_group_t *g, const sl_emit_t *em, size_t len, uint32_t overdraft)
+{
+    if (g->kind == SL_DISP_PARTITION) {
+        uint32_t c = sl__pick_partition(g, em, NULL);
+        return sl_chan_can_reserve(g->chans[c], len, overdraft) ? c : SL_STASH_ANY;
+    }
+    if (g->kind == SL_DISP_BROADCAST) {
+        for (uint32_t c = 0; c < g->n; c++)
+            if (!sl_chan_can_reserve(g->chans[c], len, overdraft))
+                return SL_STASH_ANY;
+        return 0;
+    }
+    uint32_t best = SL_STASH_ANY;
+    uint64_t best_grant = 0;
+    for (uint32_t c = 0; c < g->n; c++) {
+        uint64_t gr = sl_chan_grant(g->chans[c], true) + overdraft;
+        if (gr > best_grant && sl_chan_can_reserve(g->chans[c], len, overdraft)) {
+            best = c;
+            best_grant = gr;
+        }
+    }
+    return best;
+}
+
+int sl__out_emit_direct(sl_inst_t *inst, uint32_t *targets, const sl_emit_t *em, uint32_t overdraft)
+{
+    size_t len = sl__em_len(em, NULL);
+    for (uint32_t gi = 0; gi < inst->n_out; gi++) {
+        targets[gi] = SL_STASH_ANY;
+        if (inst->out[gi].dead_letter)
+            continue;
+        if (len > sl_chan_max_record(inst->out[gi].chans[0]))
+            return SL_EMSGSIZE;
+        targets[gi] = sl__direct_target(&inst->out[gi], em, len, overdraft);
+        if (targets[gi] == SL_STASH_ANY)
+            return SL_EAGAIN;
+    }
+    /* Every target has room and demand, and only this thread writes: the writes cannot fail. */
+    for (uint32_t gi = 0; gi < inst->n_out; gi++) {
+        sl_out_group_t *g = &inst->out[gi];
+        if (g->dead_letter)
+            continue;
+        uint32_t first = targets[gi], last = g->kind == SL_DISP_BROADCAST ? g->n : first + 1;
+        for (uint32_t c = first; c < last; c++) {
+            sl_rec_t *r;
+            int rc = sl_chan_reserve_over(g->chans[c], len, &r, overdraft);
+            assert(rc == 0);
+            (void)rc;
+            sl__fill(r, em, NULL);
+            sl_chan_push(g->chans[c]);
+        }
+    }
+    return 0;
 }

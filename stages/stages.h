@@ -57,6 +57,7 @@ typedef struct sl_event_s {
     const uint8_t *payload;
     uint32_t topic_len, key_len, attr_len, payload_len;
     uint64_t ingest_ns;
+    uint64_t token; /* for sl_ack() */
 } sl_event_t;
 
 void sl_event_from_rec(sl_event_t *ev, const sl_rec_t *rec);
@@ -81,9 +82,19 @@ typedef struct sl_ctx_s sl_ctx_t;
  *  - handle_timer: called when the deadline set with sl_ctx_set_timer() passes.
  *  - terminate: flush and free; reason is 0 on a normal end (drain), negative otherwise.
  */
+/* Consumers: events are acknowledged with sl_ack(), possibly after handle_events returned and in any
+ * order; the input is committed over the acknowledged prefix. Without it, returning from handle_events
+ * acknowledges the batch. */
+#define SL_STAGE_ASYNC_ACK 0x1u
+/* Producers: events arrive on a thread of the stage's own (a client library's callback thread) and are
+ * emitted there with sl_emit_wait() / sl_emit_overdraft(); the worker thread never calls handle_demand,
+ * only handle_timer, and never touches the outputs while the stage runs. */
+#define SL_STAGE_EXTERNAL 0x2u
+
 typedef struct sl_stage_ops_s {
     const char *type;
     sl_stage_kind_t kind;
+    unsigned flags; /* SL_STAGE_* */
     int (*init)(sl_ctx_t *ctx, void **state);
     int (*handle_demand)(sl_ctx_t *ctx, void *state, uint64_t demand);
     int (*handle_events)(sl_ctx_t *ctx, void *state, const sl_event_t *evs, size_t n);
@@ -117,6 +128,35 @@ int sl_emit(sl_ctx_t *ctx, const sl_emit_t *em);
 int sl_emit_event(sl_ctx_t *ctx, const sl_event_t *ev);
 /* Events the instance may emit now without stashing: the downstream demand. */
 uint64_t sl_ctx_demand(sl_ctx_t *ctx);
+
+/*
+ * SL_STAGE_EXTERNAL producers, from their one event thread: waits up to timeout_ns for demand and ring
+ * room on every output, then writes the event into the channel(s) and publishes it, so it survives a
+ * crash of the worker as soon as this returns. Returns 0; SL_ETIMEDOUT when no demand or room came in
+ * time (nothing was emitted: the caller applies its overflow policy); SL_ECANCELED when the instance is
+ * stopping; SL_EMSGSIZE when it can never fit.
+ */
+int sl_emit_wait(sl_ctx_t *ctx, const sl_emit_t *em, uint64_t timeout_ns);
+/*
+ * Same thread: writes the event beyond the demand, into the channel's overdraft of at most `overdraft`
+ * events past the grant (design: the `pause` policy keeps the event in hand this way, in shared memory,
+ * so a crash of the worker cannot lose it). Returns 0, or SL_EAGAIN when the overdraft or the ring is full.
+ */
+int sl_emit_overdraft(sl_ctx_t *ctx, const sl_emit_t *em, uint32_t overdraft);
+
+/*
+ * Routes a failed event to the node's dead-letter sink (the `dead_letter:` of its node), with the reason
+ * (a short stable word: "bad_json", "oversize", "unroutable", "kafka_permanent", "crashed_stage", ...)
+ * and a human-readable error text, as attributes dl_reason, dl_stage and dl_error beside the event's own.
+ * The event counts as failed either way; without a dead-letter sink it is logged (rate-limited, with the
+ * running count) instead. The caller still acknowledges the event (sync stages: by returning).
+ * Returns 0, or what sl_emit() returns for the dead-letter channel.
+ */
+int sl_dead_letter(sl_ctx_t *ctx, const sl_event_t *ev, const char *reason, const char *error);
+
+/* SL_STAGE_ASYNC_ACK consumers: acknowledges one event handed to handle_events, by its token, in any
+ * order. Returns 0, or SL_EINVAL for a token that is not outstanding. Worker thread only. */
+int sl_ack(sl_ctx_t *ctx, uint64_t token);
 
 /* Events already published on the instance's first output (by it and its predecessors): where a
  * restarted producer resumes. */

@@ -16,6 +16,7 @@ typedef struct sl_out_group_s {
     bool by_key;       /* partition on the record key, else on attribute attr */
     const char *attr;
     size_t attr_len;
+    bool dead_letter;   /* the group to the node's dead-letter sink: only sl_dead_letter() uses it */
     uint32_t cur;       /* demand dispatcher: the channel being filled */
     uint64_t cur_grant; /* events it may still take before we look again */
 } sl_out_group_t;
@@ -30,6 +31,25 @@ typedef struct sl_stash_s {
 } sl_stash_t;
 
 #define SL_STASH_ANY UINT32_MAX
+
+/* Acknowledgement window of one input (ack.c). */
+typedef struct sl_ackwin_s {
+    uint64_t *end_pos; /* [cap]: byte cursor just after the event */
+    uint8_t *done;     /* [cap] */
+    uint64_t cap;      /* a power of two */
+    uint64_t base;     /* cumulative number of the oldest unacknowledged event (= committed events) */
+    uint64_t next;     /* cumulative number of the next event to take */
+} sl_ackwin_t;
+
+int sl__ackwin_init(sl_ackwin_t *w, uint64_t cap, uint64_t start);
+void sl__ackwin_free(sl_ackwin_t *w);
+static inline bool sl__ackwin_full(const sl_ackwin_t *w) { return w->next - w->base >= w->cap; }
+/* Records a taken event ending at byte cursor end_pos; returns its number. */
+uint64_t sl__ackwin_push(sl_ackwin_t *w, uint64_t end_pos);
+/* Marks event idx acknowledged; SL_EINVAL when it is not in the window. */
+int sl__ackwin_ack(sl_ackwin_t *w, uint64_t idx);
+/* Moves over the acknowledged prefix; returns true and the new commit point when it moved. */
+bool sl__ackwin_advance(sl_ackwin_t *w, uint64_t *pos, uint64_t *events);
 
 typedef enum sl_inst_state_e {
     SL_INST_DOWN = 0,
@@ -77,12 +97,16 @@ int sl__worker_main(sl_runtime_t *rt, sl_inst_t *inst);
 int sl__stash_init(sl_stash_t *st, size_t cap);
 void sl__stash_free(sl_stash_t *st);
 static inline bool sl__stash_empty(const sl_stash_t *st) { return st->head == st->tail; }
-int sl__out_emit(sl_inst_t *inst, sl_stash_t *st, const sl_emit_t *em, const sl_rec_t *raw);
+/* Emits into the normal output groups, or (dead_letter) into the dead-letter group only. */
+int sl__out_emit(sl_inst_t *inst, sl_stash_t *st, const sl_emit_t *em, const sl_rec_t *raw, bool dead_letter);
 int sl__out_flush_stash(sl_inst_t *inst, sl_stash_t *st);
 uint64_t sl__out_demand(sl_inst_t *inst);
 uint64_t sl__out_publish(sl_inst_t *inst);
 bool sl__out_ready(sl_inst_t *inst, const sl_stash_t *st);
 void sl__out_close(sl_inst_t *inst);
 void sl__out_kick(sl_inst_t *inst);
+/* Writes the event straight into its channel(s), never the stash, or nothing: SL_EAGAIN when a target
+ * lacks demand (beyond overdraft) or room. targets has room for one entry per output group. */
+int sl__out_emit_direct(sl_inst_t *inst, uint32_t *targets, const sl_emit_t *em, uint32_t overdraft);
 
 #endif /* SL_STAGES_INT_H */

@@ -14,6 +14,7 @@
  * inputs are closed and drained), SIGINT is ignored (the master orchestrates Ctrl-C), and the worker dies
  * with its master (PR_SET_PDEATHSIG delivers SIGTERM, so what is in the channels still drains).
  */
+#include <assert.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -33,6 +34,11 @@ static void sl__on_term(int sig)
     sl__worker_stop = 1;
 }
 
+static bool sl__stop_requested(const sl_inst_t *inst)
+{
+    return sl__worker_stop != 0 || atomic_load_explicit(&inst->stats->stop, memory_order_relaxed) != 0;
+}
+
 struct sl_ctx_s {
     sl_runtime_t *rt;
     sl_inst_t *inst;
@@ -41,13 +47,19 @@ struct sl_ctx_s {
     sl_demand_t *dem;  /* [n_in] */
     bool *eof;         /* [n_in] */
     bool *uncommitted; /* [n_in]: taken events waiting for the stash to drain before commit */
+    sl_ackwin_t *ack;  /* [n_in] for SL_STAGE_ASYNC_ACK consumers, else NULL */
+    uint32_t *targets; /* [n_out], scratch of sl_emit_wait() */
+    bool external;     /* SL_STAGE_EXTERNAL: outputs belong to the stage's own thread */
+    uint64_t ext_out;  /* events emitted by that thread (only it writes this) */
+    uint8_t *dl_buf;   /* attributes of a dead-lettered event */
+    uint64_t dl_logged_ns, dl_unlogged;
     sl_event_t *evs;
     size_t evs_cap;
     sl_stash_t stash;
     uint64_t timer_ns;
     uint32_t rr;
     bool idle; /* a producer that had demand and emitted nothing: wait for its timer or a wake */
-    /* Local totals, copied to the stats slot once per pass. */
+    /* Local totals, copied to the stats slot once per pass (events_out by the external thread itself). */
     uint64_t in, out, bytes_in, failed, redelivered, corrupt;
 };
 
@@ -67,7 +79,7 @@ void sl_event_from_rec(sl_event_t *ev, const sl_rec_t *rec)
 
 int sl_emit(sl_ctx_t *ctx, const sl_emit_t *em)
 {
-    int rc = sl__out_emit(ctx->inst, &ctx->stash, em, NULL);
+    int rc = sl__out_emit(ctx->inst, &ctx->stash, em, NULL, false);
     if (rc == 0)
         ctx->out++;
     return rc;
@@ -75,10 +87,108 @@ int sl_emit(sl_ctx_t *ctx, const sl_emit_t *em)
 
 int sl_emit_event(sl_ctx_t *ctx, const sl_event_t *ev)
 {
-    int rc = sl__out_emit(ctx->inst, &ctx->stash, NULL, ev->rec);
+    int rc = sl__out_emit(ctx->inst, &ctx->stash, NULL, ev->rec, false);
     if (rc == 0)
         ctx->out++;
     return rc;
+}
+
+static bool sl__ext_ready(void *arg)
+{
+    sl_ctx_t *ctx = arg;
+    return sl__stop_requested(ctx->inst) || sl__out_demand(ctx->inst) > 0;
+}
+
+/* The external thread's emission: direct to the channels, published and kicked at once. */
+static int sl__emit_direct(sl_ctx_t *ctx, const sl_emit_t *em, uint32_t overdraft)
+{
+    int rc = sl__out_emit_direct(ctx->inst, ctx->targets, em, overdraft);
+    if (rc != 0)
+        return rc;
+    sl__out_publish(ctx->inst);
+    sl__out_kick(ctx->inst);
+    atomic_store_explicit(&ctx->inst->stats->events_out, ++ctx->ext_out, memory_order_relaxed);
+    return 0;
+}
+
+int sl_emit_wait(sl_ctx_t *ctx, const sl_emit_t *em, uint64_t timeout_ns)
+{
+    assert(ctx->external);
+    uint64_t deadline = sl_now_ns() + timeout_ns;
+    for (;;) {
+        if (sl__stop_requested(ctx->inst))
+            return SL_ECANCELED;
+        int rc = sl__emit_direct(ctx, em, 0);
+        if (rc != SL_EAGAIN)
+            return rc;
+        uint64_t now = sl_now_ns();
+        if (now >= deadline)
+            return SL_ETIMEDOUT;
+        sl_bell_wait(ctx->inst->bell, sl__ext_ready, ctx, SL_MIN(deadline - now, SL_WORKER_TICK_NS));
+    }
+}
+
+int sl_emit_overdraft(sl_ctx_t *ctx, const sl_emit_t *em, uint32_t overdraft)
+{
+    assert(ctx->external);
+    return sl__emit_direct(ctx, em, overdraft);
+}
+
+/* Appends attribute name=value to buf at *len (truncating the value to what fits a u16 and the buffer). */
+static void sl__attr_put(uint8_t *buf, size_t cap, size_t *len, const char *name, const char *value)
+{
+    size_t nl = strlen(name), vl = value ? strlen(value) : 0;
+    if (*len + 4 + nl > cap)
+        return;
+    vl = SL_MIN(vl, SL_MIN((size_t)UINT16_MAX, cap - *len - 4 - nl));
+    uint16_t n16 = (uint16_t)nl, v16 = (uint16_t)vl;
+    memcpy(buf + *len, &n16, 2);
+    memcpy(buf + *len + 2, &v16, 2);
+    memcpy(buf + *len + 4, name, nl);
+    if (vl)
+        memcpy(buf + *len + 4 + nl, value, vl);
+    *len += 4 + nl + vl;
+}
+
+#define SL_DL_BUF 16384
+
+int sl_dead_letter(sl_ctx_t *ctx, const sl_event_t *ev, const char *reason, const char *error)
+{
+    sl_inst_t *inst = ctx->inst;
+    ctx->failed++;
+    bool routed = false;
+    for (uint32_t g = 0; g < inst->n_out; g++)
+        routed |= inst->out[g].dead_letter;
+    if (!routed) {
+        /* No dead-letter sink: the event is counted and logged, at most one line a second. */
+        uint64_t now = sl_now_ns();
+        ctx->dl_unlogged++;
+        if (now - ctx->dl_logged_ns >= SL_NS_PER_S) {
+            sl_log(SL_LOG_WARN, inst->name, 0,
+                   "failed event (%s): %s; %llu failed in all, %llu since the last line (no dead_letter sink)", reason,
+                   error ? error : "", (unsigned long long)ctx->failed, (unsigned long long)ctx->dl_unlogged);
+            ctx->dl_logged_ns = now;
+            ctx->dl_unlogged = 0;
+        }
+        return 0;
+    }
+    size_t len = SL_MIN((size_t)ev->attr_len, SL_DL_BUF / 2);
+    memcpy(ctx->dl_buf, ev->attrs, len);
+    sl__attr_put(ctx->dl_buf, SL_DL_BUF, &len, "dl_reason", reason);
+    sl__attr_put(ctx->dl_buf, SL_DL_BUF, &len, "dl_stage", inst->name);
+    sl__attr_put(ctx->dl_buf, SL_DL_BUF, &len, "dl_error", error);
+    sl_emit_t em = {.topic = ev->topic,
+                    .topic_len = ev->topic_len,
+                    .key = ev->key,
+                    .key_len = ev->key_len,
+                    .attrs = ctx->dl_buf,
+                    .attr_len = (uint32_t)len,
+                    .payload = ev->payload,
+                    .payload_len = ev->payload_len,
+                    .flags = ev->rec ? ev->rec->flags : 0,
+                    .qos = ev->rec ? ev->rec->qos : 0,
+                    .ingest_ns = ev->ingest_ns};
+    return sl__out_emit(inst, &ctx->stash, &em, NULL, true);
 }
 
 uint64_t sl_ctx_demand(sl_ctx_t *ctx) { return sl__stash_empty(&ctx->stash) ? sl__out_demand(ctx->inst) : 0; }
@@ -101,10 +211,6 @@ uint64_t sl_ctx_published(sl_ctx_t *ctx)
 const sl_conf_node_t *sl_ctx_node(const sl_ctx_t *ctx) { return ctx->node; }
 const char *sl_ctx_name(const sl_ctx_t *ctx) { return ctx->inst->name; }
 uint32_t sl_ctx_instance(const sl_ctx_t *ctx) { return ctx->inst->index; }
-static bool sl__stop_requested(const sl_inst_t *inst)
-{
-    return sl__worker_stop != 0 || atomic_load_explicit(&inst->stats->stop, memory_order_relaxed) != 0;
-}
 
 bool sl_ctx_stopping(const sl_ctx_t *ctx) { return sl__stop_requested(ctx->inst); }
 void sl_ctx_set_timer(sl_ctx_t *ctx, uint64_t deadline_ns) { ctx->timer_ns = deadline_ns; }
@@ -115,7 +221,8 @@ static uint64_t sl__ctx_publish_stats(sl_ctx_t *ctx)
     uint64_t now = sl_now_ns();
     sl_stats_slot_t *s = ctx->inst->stats;
     atomic_store_explicit(&s->events_in, ctx->in, memory_order_relaxed);
-    atomic_store_explicit(&s->events_out, ctx->out, memory_order_relaxed);
+    if (!ctx->external)
+        atomic_store_explicit(&s->events_out, ctx->out, memory_order_relaxed);
     atomic_store_explicit(&s->bytes_in, ctx->bytes_in, memory_order_relaxed);
     atomic_store_explicit(&s->failed, ctx->failed, memory_order_relaxed);
     atomic_store_explicit(&s->redelivered, ctx->redelivered, memory_order_relaxed);
@@ -136,6 +243,24 @@ static void sl__ctx_commit_inputs(sl_ctx_t *ctx)
     }
 }
 
+/* Async consumers: commits every input over its acknowledged prefix. */
+static void sl__ctx_commit_acked(sl_ctx_t *ctx)
+{
+    for (uint32_t i = 0; ctx->ack && i < ctx->inst->n_in; i++) {
+        uint64_t pos, events;
+        if (sl__ackwin_advance(&ctx->ack[i], &pos, &events))
+            sl_chan_commit(ctx->inst->in[i], pos, events);
+    }
+}
+
+int sl_ack(sl_ctx_t *ctx, uint64_t token)
+{
+    uint32_t i = (uint32_t)(token >> 48);
+    if (ctx->ack == NULL || i >= ctx->inst->n_in)
+        return SL_EINVAL;
+    return sl__ackwin_ack(&ctx->ack[i], token & ((UINT64_C(1) << 48) - 1));
+}
+
 static int sl__ctx_init(sl_ctx_t *ctx, sl_runtime_t *rt, sl_inst_t *inst)
 {
     memset(ctx, 0, sizeof *ctx);
@@ -148,17 +273,26 @@ static int sl__ctx_init(sl_ctx_t *ctx, sl_runtime_t *rt, sl_inst_t *inst)
     ctx->uncommitted = calloc(n_in, sizeof *ctx->uncommitted);
     ctx->evs_cap = ctx->node->max_demand;
     ctx->evs = calloc(ctx->evs_cap, sizeof *ctx->evs);
+    ctx->targets = calloc(inst->n_out ? inst->n_out : 1, sizeof *ctx->targets);
+    ctx->dl_buf = malloc(SL_DL_BUF);
+    ctx->external = (inst->ops->flags & SL_STAGE_EXTERNAL) != 0;
+    if (inst->ops->flags & SL_STAGE_ASYNC_ACK) {
+        ctx->ack = calloc(n_in, sizeof *ctx->ack);
+        if (ctx->ack == NULL)
+            return SL_ENOMEM;
+    }
     /* The stash holds what one input batch can emit beyond the downstream demand: with 1:1 stages that
      * is nothing; fan-out stages get one max-size record per output group plus slack. */
     size_t stash_cap = 256 * 1024;
     for (uint32_t g = 0; g < inst->n_out; g++)
         stash_cap += sl_chan_max_record(inst->out[g].chans[0]) + 64;
-    if (!ctx->dem || !ctx->eof || !ctx->uncommitted || !ctx->evs || sl__stash_init(&ctx->stash, stash_cap))
+    if (!ctx->dem || !ctx->eof || !ctx->uncommitted || !ctx->evs || !ctx->targets || !ctx->dl_buf ||
+        sl__stash_init(&ctx->stash, stash_cap))
         return SL_ENOMEM;
     /* Counters are cumulative over restarts: start from what the predecessor published. */
     sl_stats_slot_t *s = inst->stats;
     ctx->in = atomic_load_explicit(&s->events_in, memory_order_relaxed);
-    ctx->out = atomic_load_explicit(&s->events_out, memory_order_relaxed);
+    ctx->out = ctx->ext_out = atomic_load_explicit(&s->events_out, memory_order_relaxed);
     ctx->bytes_in = atomic_load_explicit(&s->bytes_in, memory_order_relaxed);
     ctx->failed = atomic_load_explicit(&s->failed, memory_order_relaxed);
     ctx->redelivered = atomic_load_explicit(&s->redelivered, memory_order_relaxed);
@@ -169,6 +303,11 @@ static int sl__ctx_init(sl_ctx_t *ctx, sl_runtime_t *rt, sl_inst_t *inst)
             return SL_EINVAL;
         ctx->redelivered += sl_chan_consumer_attach(inst->in[i]);
         sl_chan_t *ch = inst->in[i];
+        /* The window bounds the events in flight: several demand batches, so a sink can keep a few
+         * batches outstanding with the outside world. */
+        if (ctx->ack && sl__ackwin_init(&ctx->ack[i], SL_MAX(4096u, 8u * ctx->node->max_demand),
+                                        sl_chan_read_events(ch)) != 0)
+            return SL_ENOMEM;
         sl_chan_ask(ch, sl_demand_start(&ctx->dem[i], sl_chan_read_events(ch), sl_chan_asked(ch)));
     }
     for (uint32_t g = 0; g < inst->n_out; g++)
@@ -182,6 +321,11 @@ static int sl__ctx_init(sl_ctx_t *ctx, sl_runtime_t *rt, sl_inst_t *inst)
 
 static void sl__ctx_free(sl_ctx_t *ctx)
 {
+    for (uint32_t i = 0; ctx->ack && i < ctx->inst->n_in; i++)
+        sl__ackwin_free(&ctx->ack[i]);
+    free(ctx->ack);
+    free(ctx->targets);
+    free(ctx->dl_buf);
     free(ctx->dem);
     free(ctx->eof);
     free(ctx->uncommitted);
@@ -193,12 +337,16 @@ static void sl__ctx_free(sl_ctx_t *ctx)
 static size_t sl__take(sl_ctx_t *ctx, uint32_t i, size_t limit)
 {
     sl_chan_t *ch = ctx->inst->in[i];
+    sl_ackwin_t *w = ctx->ack ? &ctx->ack[i] : NULL;
     size_t n = 0;
-    while (n < limit) {
+    while (n < limit && !(w && sl__ackwin_full(w))) {
         const sl_rec_t *rec;
         int rc = sl_chan_next(ch, &rec);
         if (rc == 0) {
-            sl_event_from_rec(&ctx->evs[n++], rec);
+            sl_event_t *ev = &ctx->evs[n++];
+            sl_event_from_rec(ev, rec);
+            uint64_t idx = w ? sl__ackwin_push(w, sl_chan_read_pos(ch)) : sl_chan_read_events(ch) - 1;
+            ev->token = (uint64_t)i << 48 | idx;
             ctx->bytes_in += rec->len;
             continue;
         }
@@ -238,10 +386,14 @@ static int64_t sl__consume_pass(sl_ctx_t *ctx)
         if (rc < 0)
             return rc;
         ctx->in += n;
-        ctx->uncommitted[i] = true;
-        sl__out_publish(inst);
-        if (sl__stash_empty(&ctx->stash))
-            sl__ctx_commit_inputs(ctx);
+        if (ctx->ack == NULL) {
+            ctx->uncommitted[i] = true;
+            sl__out_publish(inst);
+            if (sl__stash_empty(&ctx->stash))
+                sl__ctx_commit_inputs(ctx);
+        } else {
+            sl__ctx_commit_acked(ctx);
+        }
         uint64_t ask = sl_demand_handled(&ctx->dem[i], n);
         if (ask)
             sl_chan_ask(inst->in[i], ask);
@@ -265,6 +417,8 @@ static bool sl__ready(void *arg)
     sl_inst_t *inst = ctx->inst;
     if (inst->ops->kind == SL_KIND_PRODUCER && sl__stop_requested(inst))
         return true;
+    if (ctx->external) /* its outputs are its thread's: the worker thread waits for timers and stop */
+        return false;
     if (!sl__stash_empty(&ctx->stash))
         return sl__out_ready(inst, &ctx->stash);
     if (inst->n_out > 0 && sl__out_demand(inst) == 0)
@@ -298,12 +452,16 @@ static int64_t sl__pass(sl_ctx_t *ctx)
             int rc = inst->ops->handle_timer(ctx, ctx->state);
             if (rc < 0)
                 return rc;
-            sl__out_publish(inst);
+            if (!ctx->external)
+                sl__out_publish(inst);
+            sl__ctx_commit_acked(ctx);
         }
     }
     if (inst->ops->kind == SL_KIND_PRODUCER) {
         if (sl__stop_requested(inst))
             return SL_EOF;
+        if (ctx->external)
+            return progress;
         uint64_t d = sl_ctx_demand(ctx);
         if (d == 0)
             return progress;
@@ -368,7 +526,7 @@ int sl__worker_main(sl_runtime_t *rt, sl_inst_t *inst)
         if (r > 0) {
             /* A busy instance never sleeps, so it kicks its consumers on a clock: what it publishes waits
              * at most about a millisecond for the batch threshold. */
-            if (now - last_kick >= SL_NS_PER_MS) {
+            if (now - last_kick >= SL_NS_PER_MS && !ctx.external) {
                 sl__out_kick(inst);
                 last_kick = now;
             }
@@ -377,7 +535,8 @@ int sl__worker_main(sl_runtime_t *rt, sl_inst_t *inst)
         uint64_t timeout = SL_WORKER_TICK_NS;
         if (ctx.timer_ns)
             timeout = ctx.timer_ns > now ? SL_MIN(timeout, ctx.timer_ns - now) : 0;
-        sl__out_kick(inst); /* nothing published waits on a batch threshold while we sleep */
+        if (!ctx.external)
+            sl__out_kick(inst); /* nothing published waits on a batch threshold while we sleep */
         if (timeout) {
             sleeps++;
             sl_bell_wait(inst->bell, sl__ready, &ctx, timeout);
@@ -389,8 +548,11 @@ int sl__worker_main(sl_runtime_t *rt, sl_inst_t *inst)
         sl_log(SL_LOG_ERROR, inst->name, (int)r, "stage callback failed");
         abort(); /* a crash: the supervisor restarts us, and the unacknowledged window is redelivered */
     }
+    /* terminate() stops an external stage's own thread before it returns: from here on the worker thread
+     * owns the outputs again. */
     if (inst->ops->terminate)
         inst->ops->terminate(&ctx, ctx.state, 0);
+    sl__ctx_commit_acked(&ctx);
     sl__out_publish(inst);
     /* A drain ends only when the stash is empty; a terminate callback may have emitted more. */
     while (!sl__stash_empty(&ctx.stash)) {

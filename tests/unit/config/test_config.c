@@ -332,8 +332,7 @@ static void test_big_valid(void **state)
     assert_int_equal(rc, 0);
     assert_int_equal(cfg->n_nodes, nodes);
     assert_int_equal(cfg->nodes[nodes - 1].n_from, nodes - 1);
-    /* Not a benchmark: a generous bound that only an accidentally quadratic step would exceed. */
-    assert_true(dt < 30.0);
+    /* No time bound here (tests carry no timing thresholds): the figure is printed for the record. */
     sl_config_destroy(cfg);
     sl_diags_free(&diags);
     free(buf);

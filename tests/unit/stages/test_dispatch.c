@@ -63,7 +63,7 @@ static int teardown(void **state)
 static int emit(fixture_t *f, const char *key, uint64_t seq)
 {
     sl_emit_t em = {.key = key, .key_len = (uint32_t)strlen(key), .payload = &seq, .payload_len = sizeof seq};
-    return sl__out_emit(&f->inst, &f->stash, &em, NULL);
+    return sl__out_emit(&f->inst, &f->stash, &em, NULL, false);
 }
 
 /* Drains channel i; returns how many events it held; stores their seqs in out (if given). */
@@ -212,7 +212,7 @@ static void test_partition_by_attribute(void **state)
     for (uint64_t s = 0; s < 10; s++) {
         sl_emit_t em = {
             .key = "x", .key_len = 1, .attrs = attrs, .attr_len = sizeof attrs, .payload = &s, .payload_len = sizeof s};
-        assert_int_equal(sl__out_emit(&f->inst, &f->stash, &em, NULL), 0);
+        assert_int_equal(sl__out_emit(&f->inst, &f->stash, &em, NULL, false), 0);
     }
     int target = (int)(sl_hash("ny", 2) % NCH);
     assert_int_equal(drain(f, target, NULL, NULL), 10);
