@@ -109,6 +109,7 @@ typedef struct sl_conf_node_s {
     sl_dispatcher_t dispatcher;
     const char *partition_by; /* for the partition dispatcher: "key" or an attribute name */
     uint64_t capacity;               /* bytes of each input channel of each instance */
+    const char *dead_letter;         /* sink that takes its failed events, or NULL */
     sl_conf_sup_t sup;
     sl_conf_param_t *params; /* every schema key of its type, defaults filled in */
     size_t n_params;

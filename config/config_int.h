@@ -204,8 +204,9 @@ typedef struct sl__nodex_s {
     const char *path;                                 /* "stages.relay" or "stages[2]" */
     const sl__ynode_t *at;                            /* the node's map */
     const sl__ynode_t *name_at, *from_key, **from_at; /* from_at[i]: item i of from */
-    const sl__ynode_t *min_at, *max_at, *disp_at, *part_at;
-    bool named; /* has a valid name */
+    const sl__ynode_t *min_at, *max_at, *disp_at, *part_at, *dl_at;
+    bool named;   /* has a valid name */
+    bool no_from; /* a sink without from: valid only as some node's dead_letter */
 } sl__nodex_t;
 
 /* Topology checks (topology.c); memory_at locates channels.memory_limit (may be NULL). */

@@ -98,6 +98,10 @@ static void sl__node_from(sl__lctx_t *lc, const char *path, const sl__vals_t *vs
 {
     const sl__val_t *from = sl__vals_get(vs, "from");
     lc->from_broken |= from->given && !from->ok;
+    if (!from->given && nd->role == SL_ROLE_SINK) {
+        x->no_from = true; /* fine for a dead-letter sink; the topology check decides */
+        return;
+    }
     if (!from->given) {
         sl__err(lc, map->line, map->col, path,
                 "missing required key \"from\" (a %s takes input from sources "
@@ -166,6 +170,9 @@ static void sl__node_load(sl__lctx_t *lc, sl_conf_role_t role, size_t idx, const
         sl__node_from(lc, x->path, &vs, map, nd, x);
         sl__node_input(lc, x->path, &vs, nd, x);
     }
+    const sl__val_t *dl = sl__vals_get(&vs, "dead_letter");
+    nd->dead_letter = dl->ok ? sl__arena_strdup(lc->keep, dl->text) : NULL;
+    x->dl_at = dl->at;
     nd->sup = lc->cfg->sup;
     const sl__val_t *sv = sl__vals_get(&vs, "supervision");
     if (sv->ok && sv->at->kind == SL__Y_MAP) {

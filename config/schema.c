@@ -106,6 +106,8 @@ static const sl__key_t sl__keys[] = {
      "How each upstream instance spreads events over this node's instances."},
     {"node", "partition_by", SL_PARAM_STRING, NULL, "none", NULL, NULL, NULL, sl__check_nonempty, "non-empty", 0,
      "Partition key (`key` or an attribute name); required by, and only for, partition."},
+    {"node", "dead_letter", SL_PARAM_STRING, NULL, "none", NULL, NULL, NULL, SL__IDENT, 0,
+     "Sink that receives this node's failed events, with dl_reason, dl_stage and dl_error attributes."},
     {"node", "capacity", SL_PARAM_SIZE, NULL, "channels.capacity", "64KiB", "1GiB", NULL, SL__NOCHECK, 0,
      "Bytes of each of its input channels."},
     {"node", "supervision", SL_PARAM_MAP, NULL, "the supervision section", NULL, NULL, "supervision", SL__NOCHECK, 0,
@@ -126,6 +128,8 @@ static const sl__key_t sl__keys[] = {
      SL__NOCHECK, 0, "How to crash."},
     {"stages.chaos", "crash_on_key", SL_PARAM_STRING, "", NULL, NULL, NULL, NULL, SL__NOCHECK, 0,
      "Crash on every event with this key (a poison message); empty = none."},
+    {"stages.chaos", "fail_every", SL_PARAM_COUNT, "0", NULL, NULL, NULL, NULL, SL__NOCHECK, 0,
+     "Send every this-many-th event to the dead-letter path (reason chaos) instead of forwarding it; 0 = never."},
     {"stages.chaos", "hang_after", SL_PARAM_COUNT, "0", NULL, NULL, NULL, NULL, SL__NOCHECK, 0,
      "Stop making progress after this many events (for the watchdog); 0 = never."},
     {"stages.chaos", "exit_after", SL_PARAM_COUNT, "0", NULL, NULL, NULL, NULL, SL__NOCHECK, 0,
@@ -151,10 +155,7 @@ static const sl__schema_t sl__builtin = {
     SL_ARRAY_LEN(sl__types),
 };
 
-const sl__schema_t *sl__schema_builtin(void)
-{
-    return &sl__builtin;
-}
+const sl__schema_t *sl__schema_builtin(void) { return &sl__builtin; }
 
 const sl__key_t *sl__schema_key(const sl__schema_t *sc, const char *section, const char *key)
 {

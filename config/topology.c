@@ -175,13 +175,72 @@ static void sl__cycles(sl__lctx_t *lc, const sl__edges_t *e)
     free(off), free(adj), free(pos), free(stack), free(spos), free(color);
 }
 
-static uint64_t sl__mul_sat(uint64_t a, uint64_t b)
+static uint64_t sl__mul_sat(uint64_t a, uint64_t b) { return b != 0 && a > UINT64_MAX / b ? UINT64_MAX : a * b; }
+static uint64_t sl__add_sat(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
+
+/*
+ * Resolves every dead_letter: another sink, with no dead_letter of its own (failures must not chain).
+ * Returns per node the index of its dead-letter sink or -1; the caller frees. With lc, reports problems.
+ */
+static long *sl__dead_letters(sl__lctx_t *lc, const sl_config_t *cfg)
 {
-    return b != 0 && a > UINT64_MAX / b ? UINT64_MAX : a * b;
+    size_t nn;
+    sl__nref_t *ix = sl__nindex(cfg, &nn);
+    long *dl = sl__xrealloc(NULL, (cfg->n_nodes + 1) * sizeof *dl);
+    for (size_t i = 0; i < cfg->n_nodes; i++) {
+        const sl_conf_node_t *nd = &cfg->nodes[i];
+        dl[i] = -1;
+        if (nd->dead_letter == NULL)
+            continue;
+        long t = sl__nfind(ix, nn, nd->dead_letter);
+        const char *why = NULL;
+        if (t < 0)
+            why = "no sink has that name";
+        else if (cfg->nodes[t].role != SL_ROLE_SINK)
+            why = cfg->nodes[t].role == SL_ROLE_SOURCE ? "it is a source, not a sink" : "it is a stage, not a sink";
+        else if ((size_t)t == i)
+            why = "a sink cannot be its own dead_letter";
+        else if (cfg->nodes[t].dead_letter != NULL)
+            why = "that sink has a dead_letter of its own, and failures must not chain";
+        if (why == NULL) {
+            dl[i] = t;
+        } else if (lc != NULL && lc->nx[i].dl_at != NULL) {
+            const sl__ynode_t *at = lc->nx[i].dl_at;
+            sl__err(lc, at->line, at->col, sl__arena_printf(lc->tmp, "%s.dead_letter", lc->nx[i].path),
+                    "\"%.64s\": %s (expected the name of another sink)", nd->dead_letter, why);
+        }
+    }
+    free(ix);
+    return dl;
 }
-static uint64_t sl__add_sat(uint64_t a, uint64_t b)
+
+/* A sink without from is valid only as the dead_letter of some node. */
+static void sl__sinks_without_input(sl__lctx_t *lc, const long *dl)
 {
-    return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+    const sl_config_t *cfg = lc->cfg;
+    bool *target = calloc(cfg->n_nodes + 1, sizeof *target);
+    if (target == NULL)
+        sl__xrealloc(NULL, SIZE_MAX);
+    for (size_t i = 0; i < cfg->n_nodes; i++)
+        if (dl[i] >= 0)
+            target[dl[i]] = true;
+    for (size_t i = 0; i < cfg->n_nodes; i++) {
+        const sl__nodex_t *x = &lc->nx[i];
+        if (x->no_from && !target[i])
+            sl__err(lc, x->at->line, x->at->col, x->path,
+                    "missing required key \"from\" (a sink takes input from sources or stages, unless it is "
+                    "only some node's dead_letter)");
+    }
+    free(target);
+}
+
+/* Bytes of the dead-letter channels of node i: one per (instance of i, instance of its sink). */
+static uint64_t sl__dl_bytes(const sl_config_t *cfg, const long *dl, size_t i)
+{
+    if (dl[i] < 0)
+        return 0;
+    const sl_conf_node_t *u = &cfg->nodes[i], *d = &cfg->nodes[dl[i]];
+    return sl__mul_sat(sl__mul_sat(u->concurrency, d->concurrency), d->capacity);
 }
 
 static uint64_t sl__edge_bytes(const sl_config_t *cfg, const sl__edges_t *e, size_t i)
@@ -190,11 +249,13 @@ static uint64_t sl__edge_bytes(const sl_config_t *cfg, const sl__edges_t *e, siz
     return sl__mul_sat(sl__mul_sat(u->concurrency, d->concurrency), d->capacity);
 }
 
-static void sl__memory_check(sl__lctx_t *lc, const sl__edges_t *e, const sl__ynode_t *at)
+static void sl__memory_check(sl__lctx_t *lc, const sl__edges_t *e, const long *dl, const sl__ynode_t *at)
 {
     const sl_config_t *cfg = lc->cfg;
     uint64_t total = 0, big = 0;
     size_t bi = 0;
+    for (size_t i = 0; i < cfg->n_nodes; i++)
+        total = sl__add_sat(total, sl__dl_bytes(cfg, dl, i));
     for (size_t i = 0; i < e->n; i++) {
         uint64_t b = sl__edge_bytes(cfg, e, i);
         total = sl__add_sat(total, b);
@@ -223,6 +284,8 @@ void sl__topology_check(sl__lctx_t *lc, const sl__ynode_t *memory_at)
         sl__edges_free(&e); /* which node a from means is ambiguous: graph findings would be guesses */
         return;
     }
+    long *dl = sl__dead_letters(lc, cfg);
+    sl__sinks_without_input(lc, dl);
     size_t *consumers = calloc(cfg->n_nodes + 1, sizeof *consumers);
     if (consumers == NULL)
         sl__xrealloc(NULL, SIZE_MAX);
@@ -238,16 +301,23 @@ void sl__topology_check(sl__lctx_t *lc, const sl__ynode_t *memory_at)
     }
     free(consumers);
     sl__cycles(lc, &e);
-    sl__memory_check(lc, &e, memory_at);
+    sl__memory_check(lc, &e, dl, memory_at);
     sl__edges_free(&e);
+    free(dl);
 }
 
 void sl__topology_totals(const sl_config_t *cfg, uint64_t *instances, uint64_t *channels, uint64_t *bytes)
 {
     sl__edges_t e = sl__edges(NULL, cfg);
+    long *dl = sl__dead_letters(NULL, cfg);
     *instances = *channels = *bytes = 0;
-    for (size_t i = 0; i < cfg->n_nodes; i++)
+    for (size_t i = 0; i < cfg->n_nodes; i++) {
         *instances += cfg->nodes[i].concurrency;
+        if (dl[i] >= 0)
+            *channels = sl__add_sat(*channels, (uint64_t)cfg->nodes[i].concurrency * cfg->nodes[dl[i]].concurrency);
+        *bytes = sl__add_sat(*bytes, sl__dl_bytes(cfg, dl, i));
+    }
+    free(dl);
     for (size_t i = 0; i < e.n; i++) {
         const sl_conf_node_t *u = &cfg->nodes[e.eu[i]], *d = &cfg->nodes[e.ed[i]];
         *channels = sl__add_sat(*channels, (uint64_t)u->concurrency * d->concurrency);

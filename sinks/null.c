@@ -123,7 +123,9 @@ static void sl__null_terminate(sl_ctx_t *ctx, void *state, int reason)
     sl_null_t *s = state;
     if (s == NULL)
         return;
-    if (s->verify)
+    if (!s->verify)
+        sl_log(SL_LOG_INFO, sl_ctx_name(ctx), 0, "took %llu events", (unsigned long long)s->events);
+    else
         sl_log(SL_LOG_INFO, sl_ctx_name(ctx), 0,
                "verify: %llu events from %zu devices; lost %llu, duplicates %llu, unparseable %llu",
                (unsigned long long)s->events, s->used, (unsigned long long)s->lost, (unsigned long long)s->dups,

@@ -5,7 +5,8 @@
  *  - crash_every N: raise `signal` on the N-th event after each start;
  *  - crash_on_key K: raise `signal` on every event whose key is K (a poison message);
  *  - hang_after N: stop making progress (and stop heartbeating) after N events, until killed;
- *  - exit_after N: exit with exit_code after N events.
+ *  - exit_after N: exit with exit_code after N events;
+ *  - fail_every N: send every N-th event to the dead-letter path (reason "chaos") instead of forwarding it.
  * The event that triggers the misbehaviour is not forwarded.
  */
 #include <signal.h>
@@ -17,7 +18,7 @@
 
 typedef struct sl_chaos_s {
     uint64_t seen;
-    uint64_t crash_every, hang_after, exit_after;
+    uint64_t crash_every, hang_after, exit_after, fail_every;
     int sig, exit_code;
     const char *key;
     size_t key_len;
@@ -42,6 +43,7 @@ static int sl__chaos_init(sl_ctx_t *ctx, void **state)
     if (c == NULL)
         return SL_ENOMEM;
     c->crash_every = (uint64_t)sl_conf_int(node, "crash_every");
+    c->fail_every = (uint64_t)sl_conf_int(node, "fail_every");
     c->hang_after = (uint64_t)sl_conf_int(node, "hang_after");
     c->exit_after = (uint64_t)sl_conf_int(node, "exit_after");
     c->exit_code = (int)sl_conf_int(node, "exit_code");
@@ -80,8 +82,10 @@ static void sl__chaos_misbehave(sl_ctx_t *ctx, sl_chaos_t *c, const sl_event_t *
 static int sl__chaos_events(sl_ctx_t *ctx, void *state, const sl_event_t *evs, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        sl__chaos_misbehave(ctx, state, &evs[i]);
-        int rc = sl_emit_event(ctx, &evs[i]);
+        sl_chaos_t *c = state;
+        sl__chaos_misbehave(ctx, c, &evs[i]);
+        int rc = c->fail_every && c->seen % c->fail_every == 0 ? sl_dead_letter(ctx, &evs[i], "chaos", "fail_every")
+                                                               : sl_emit_event(ctx, &evs[i]);
         if (rc != 0)
             return rc;
     }

@@ -58,8 +58,9 @@ static int sl__rt_alloc_instances(sl_runtime_t *rt)
     return 0;
 }
 
-/* Adds the channels of edge up -> down (node indexes). */
-static int sl__rt_connect(sl_runtime_t *rt, size_t up, size_t down)
+/* Adds the channels of edge up -> down (node indexes); dead_letter marks the group that only
+ * sl_dead_letter() feeds. */
+static int sl__rt_connect(sl_runtime_t *rt, size_t up, size_t down, bool dead_letter)
 {
     const sl_conf_node_t *dn = &rt->cfg->nodes[down];
     const sl_conf_node_t *un = &rt->cfg->nodes[up];
@@ -71,7 +72,8 @@ static int sl__rt_connect(sl_runtime_t *rt, size_t up, size_t down)
         pi->out = grp;
         sl_out_group_t *g = &pi->out[pi->n_out++];
         memset(g, 0, sizeof *g);
-        g->kind = dn->dispatcher;
+        g->kind = dead_letter ? SL_DISP_DEMAND : dn->dispatcher;
+        g->dead_letter = dead_letter;
         g->n = dn->concurrency;
         g->by_key = dn->partition_by == NULL || strcmp(dn->partition_by, "key") == 0;
         g->attr = dn->partition_by;
@@ -119,8 +121,15 @@ int sl_runtime_new(const sl_config_t *cfg, sl_runtime_t **out)
     for (size_t d = 0; rc == 0 && d < cfg->n_nodes; d++) {
         for (size_t f = 0; rc == 0 && f < cfg->nodes[d].n_from; f++) {
             int up = sl_config_find(cfg, cfg->nodes[d].from[f]);
-            rc = up < 0 ? SL_ECONFIG : sl__rt_connect(rt, (size_t)up, d);
+            rc = up < 0 ? SL_ECONFIG : sl__rt_connect(rt, (size_t)up, d, false);
         }
+    }
+    /* Dead-letter groups come after every normal group, so out[0] is always a normal output. */
+    for (size_t u = 0; rc == 0 && u < cfg->n_nodes; u++) {
+        if (cfg->nodes[u].dead_letter == NULL)
+            continue;
+        int d = sl_config_find(cfg, cfg->nodes[u].dead_letter);
+        rc = d < 0 ? SL_ECONFIG : sl__rt_connect(rt, u, (size_t)d, true);
     }
     if (rc != 0) {
         sl_runtime_destroy(rt);

@@ -243,9 +243,13 @@ static void sl__ctx_commit_inputs(sl_ctx_t *ctx)
     }
 }
 
-/* Async consumers: commits every input over its acknowledged prefix. */
+/* Async consumers: commits every input over its acknowledged prefix, once what the acknowledged events
+ * sent to the dead-letter sink is published (a commit must never overtake what it derived). */
 static void sl__ctx_commit_acked(sl_ctx_t *ctx)
 {
+    if (ctx->ack == NULL || !sl__stash_empty(&ctx->stash))
+        return;
+    sl__out_publish(ctx->inst);
     for (uint32_t i = 0; ctx->ack && i < ctx->inst->n_in; i++) {
         uint64_t pos, events;
         if (sl__ackwin_advance(&ctx->ack[i], &pos, &events))
@@ -305,8 +309,8 @@ static int sl__ctx_init(sl_ctx_t *ctx, sl_runtime_t *rt, sl_inst_t *inst)
         sl_chan_t *ch = inst->in[i];
         /* The window bounds the events in flight: several demand batches, so a sink can keep a few
          * batches outstanding with the outside world. */
-        if (ctx->ack && sl__ackwin_init(&ctx->ack[i], SL_MAX(4096u, 8u * ctx->node->max_demand),
-                                        sl_chan_read_events(ch)) != 0)
+        if (ctx->ack &&
+            sl__ackwin_init(&ctx->ack[i], SL_MAX(4096u, 8u * ctx->node->max_demand), sl_chan_read_events(ch)) != 0)
             return SL_ENOMEM;
         sl_chan_ask(ch, sl_demand_start(&ctx->dem[i], sl_chan_read_events(ch), sl_chan_asked(ch)));
     }

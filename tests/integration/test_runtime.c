@@ -151,6 +151,27 @@ static void test_sigkill_worker_restarts_without_loss(void **state)
     assert_verified(th, generated, true);
 }
 
+/* Failed events go to the dead-letter sink and are committed; nothing is lost between the two sinks. */
+static void test_dead_letter_routing(void **state)
+{
+    sl_th_t *th = *state;
+    sl_th_config(th, "pipeline: { name: dlq }\n"
+                     "sources: [ { name: fleet, type: generator, count: 100_000, devices: 10 } ]\n"
+                     "stages:\n"
+                     "  - { name: flaky, type: chaos, from: fleet, fail_every: 10, dead_letter: failed }\n"
+                     "sinks:\n"
+                     "  - { name: out, type: null, from: flaky }\n"
+                     "  - { name: failed, type: null }\n");
+    sl_th_start(th, "run", NULL);
+    assert_clean_exit(th, 120000);
+    uint64_t out = 0, failed = 0;
+    assert_true(sl_th_log_number(th, "[out#0] took", "took ", &out));
+    assert_true(sl_th_log_number(th, "[failed#0] took", "took ", &failed));
+    assert_int_equal(out + failed, 100000);
+    assert_int_equal(failed, 10000);
+    assert_non_null(strstr(sl_th_log(th), "failed 10000")); /* the summary counts them as failed */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -158,6 +179,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fan_in_and_partition, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sigterm_drains, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sigkill_worker_restarts_without_loss, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dead_letter_routing, setup, teardown),
     };
     return cmocka_run_group_tests_name("runtime", tests, NULL, NULL);
 }
