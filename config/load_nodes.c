@@ -130,6 +130,11 @@ static void sl__node_params(sl__lctx_t *lc, const sl__vals_t *vs, const sl__type
         sl_conf_param_t *p = &nd->params[nd->n_params++];
         p->key = v->key->key;
         p->value = sl__arena_strdup(lc->keep, v->text ? v->text : "");
+        /* A LIST keeps its items one per line: the node types that take lists (topic filters, broker
+         * URLs) hold values that cannot contain a newline. */
+        for (size_t j = 0; j < v->n_list; j++)
+            p->value = j == 0 ? sl__arena_strdup(lc->keep, v->list[0])
+                              : sl__arena_printf(lc->keep, "%s\n%s", p->value, v->list[j]);
         p->line = v->at ? v->at->line : 0;
         p->col = v->at ? v->at->col : 0;
         p->kind = (int)v->key->kind;

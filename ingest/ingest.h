@@ -8,5 +8,7 @@
 
 /* `generator`: a synthetic fleet of devices emitting JSON telemetry with per-device sequence numbers. */
 extern const sl_stage_ops_t sl_source_generator_ops;
+/* `mqtt`: subscribes to an MQTT broker (Paho MQTTAsync) with demand-driven flow control (ingest/mqtt/). */
+extern const sl_stage_ops_t sl_source_mqtt_ops;
 
 #endif /* SL_INGEST_H */

@@ -1,0 +1,137 @@
+/*
+ * The MQTT source's message path: Paho's message-arrived callback, on Paho's own thread.
+ *
+ * Acknowledgement: Paho 1.3 MQTTAsync acknowledges a QoS 1/2 message it delivers inline only after this
+ * callback returns 1, so the callback returns 1 only once the event is published in the source's output
+ * channel (shared memory that outlives this worker): a crash before that leaves the message
+ * unacknowledged and the broker delivers it again. The window that stays at risk is Paho's own: when its
+ * internal queue already holds messages (the callback fell behind), a new one is queued and acknowledged
+ * at once, and a crash loses what that queue held (README, "What a crash of the source can lose").
+ *
+ * Flow control: Paho services nothing on the connection while this callback runs, and the broker drops a
+ * client that is silent for 1.5 keep-alives, so the wait for demand is bounded (wait_timeout, at most a
+ * third of the keep-alive). Past it the overflow policy applies: `pause` puts the event into the
+ * channel's bounded overdraft (still shared memory), returns, and asks the worker thread to disconnect
+ * cleanly with the session kept; `drop_newest` drops it, counted and logged at most once a second.
+ */
+#include <string.h>
+
+#include "ingest/mqtt/mqtt_int.h"
+
+#define SL_MQTT_RETRY_NS (50 * SL_NS_PER_MS) /* extra wait when even the overdraft is full */
+
+/* Rate-limited report of drops and of messages left to Paho, with the figures since the last line. */
+static void sl__mqtt_report(sl_mqtt_t *m, const char *what)
+{
+    uint64_t now = sl_now_ns();
+    if (now - m->log_ns < SL_NS_PER_S)
+        return;
+    sl_log(SL_LOG_WARN, m->who, 0,
+           "%s: %llu dropped in all (%llu since the last line), %llu left unacknowledged to Paho (%llu since), "
+           "no demand within %llu ms",
+           what, (unsigned long long)m->dropped, (unsigned long long)(m->dropped - m->log_dropped),
+           (unsigned long long)m->unacked, (unsigned long long)(m->unacked - m->log_unacked),
+           (unsigned long long)(m->wait_ns / SL_NS_PER_MS));
+    m->log_ns = now;
+    m->log_dropped = m->dropped;
+    m->log_unacked = m->unacked;
+}
+
+/* MQTT 5 properties that become attributes: user properties by their own name, content type, response
+ * topic. What does not fit the attribute buffer is cut and counted. */
+static void sl__mqtt_props(sl_mqtt_t *m, const MQTTProperties *props, size_t *len)
+{
+    for (int i = 0; i < props->count; i++) {
+        const MQTTProperty *p = &props->array[i];
+        int rc = 0;
+        switch (p->identifier) {
+        case MQTTPROPERTY_CODE_USER_PROPERTY:
+            rc = sl_mqtt_attr_put(m->attrs, sizeof m->attrs, len, p->value.data.data, (size_t)p->value.data.len,
+                                  p->value.value.data, (size_t)p->value.value.len);
+            break;
+        case MQTTPROPERTY_CODE_CONTENT_TYPE:
+            rc = sl_mqtt_attr_put(m->attrs, sizeof m->attrs, len, "content_type", 12, p->value.data.data,
+                                  (size_t)p->value.data.len);
+            break;
+        case MQTTPROPERTY_CODE_RESPONSE_TOPIC:
+            rc = sl_mqtt_attr_put(m->attrs, sizeof m->attrs, len, "response_topic", 14, p->value.data.data,
+                                  (size_t)p->value.data.len);
+            break;
+        default: break;
+        }
+        if (rc != 0)
+            m->cut_attrs++;
+    }
+}
+
+/* Emits em under the overflow policy. Returns 1 when the message may be acknowledged, 0 when Paho must
+ * keep it (it offers it again). */
+static int sl__mqtt_take(sl_mqtt_t *m, const sl_emit_t *em)
+{
+    bool pausing = atomic_load_explicit(&m->pause_req, memory_order_relaxed);
+    int rc = sl_emit_wait(m->ctx, em, pausing ? 0 : m->wait_ns);
+    if (rc == 0) {
+        m->emitted++;
+        return 1;
+    }
+    if (rc == SL_EMSGSIZE) {
+        m->dropped++;
+        sl_log(SL_LOG_ERROR, m->who, rc, "message of %u bytes on %.*s can never fit the channel: dropped",
+               em->payload_len, (int)em->topic_len, em->topic);
+        return 1;
+    }
+    if (rc == SL_ETIMEDOUT && !m->pause_policy) {
+        m->dropped++;
+        sl__mqtt_report(m, "overflow drop_newest");
+        return 1;
+    }
+    /* `pause`, or stopping: keep the event in the overdraft so that it is acknowledged exactly once. */
+    if (sl_emit_overdraft(m->ctx, em, m->overdraft) == 0) {
+        m->overdrafted++;
+        if (rc == SL_ETIMEDOUT && !atomic_exchange(&m->pause_req, true))
+            sl_log(SL_LOG_WARN, m->who, 0,
+                   "overflow pause: no demand within %llu ms; pausing the connection with the session kept "
+                   "(%llu received, %llu in the overdraft so far)",
+                   (unsigned long long)(m->wait_ns / SL_NS_PER_MS), (unsigned long long)m->received,
+                   (unsigned long long)m->overdrafted);
+        return 1;
+    }
+    /* The overdraft is full too: wait a little more (bounded), else leave the message to Paho. */
+    if (rc != SL_ECANCELED && sl_emit_wait(m->ctx, em, SL_MQTT_RETRY_NS) == 0) {
+        m->emitted++;
+        return 1;
+    }
+    m->unacked++;
+    sl__mqtt_report(m, "overflow pause: overdraft full");
+    return 0;
+}
+
+int sl__mqtt_arrived(void *context, char *topic, int topic_len, MQTTAsync_message *msg)
+{
+    sl_mqtt_t *m = context;
+    size_t tlen = topic_len > 0 ? (size_t)topic_len : strlen(topic);
+    m->received++;
+    size_t alen = 0;
+    const char *key = topic;
+    size_t key_len = tlen;
+    if (sl_mqtt_tpl_match(&m->tpl, topic, tlen, m->attrs, sizeof m->attrs, &alen, &key, &key_len) < 0)
+        m->cut_attrs++;
+    if (msg->properties.count > 0)
+        sl__mqtt_props(m, &msg->properties, &alen);
+    sl_emit_t em = {.topic = topic,
+                    .topic_len = (uint32_t)SL_MIN(tlen, (size_t)UINT16_MAX),
+                    .key = key,
+                    .key_len = (uint32_t)key_len,
+                    .attrs = m->attrs,
+                    .attr_len = (uint32_t)alen,
+                    .payload = msg->payload,
+                    .payload_len = (uint32_t)msg->payloadlen,
+                    .qos = (uint8_t)msg->qos,
+                    .ingest_ns = sl_wall_ns()};
+    int ack = sl__mqtt_take(m, &em);
+    if (ack) {
+        MQTTAsync_freeMessage(&msg);
+        MQTTAsync_free(topic);
+    }
+    return ack;
+}
