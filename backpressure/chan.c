@@ -22,6 +22,45 @@
 #define SL_CHAN_CTL_SIZE 4096u
 #define SL_CHAN_MIN_CAP 4096u
 
+/*
+ * A byte cursor and the event count that goes with it, written together by one 16-byte compare-and-swap
+ * (cmpxchg16b): a process killed between two separate stores would otherwise leave them disagreeing, and
+ * a successor would resume with its event numbers off (a producer skipping events, a consumer replaying
+ * under the wrong numbers). Readers that need one half load it alone.
+ */
+typedef union sl__pair_u {
+    unsigned __int128 both;
+    struct {
+        _Atomic uint64_t bytes; /* the low half on little-endian machines */
+        _Atomic uint64_t events;
+    } h;
+} sl__pair_t;
+
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "sl__pair_t assumes little-endian halves");
+
+/* Both halves at one instant. */
+static inline void sl__pair_read(sl__pair_t *p, uint64_t *bytes, uint64_t *events)
+{
+    unsigned __int128 v = __sync_val_compare_and_swap(&p->both, (unsigned __int128)0, (unsigned __int128)0);
+    *bytes = (uint64_t)v;
+    *events = (uint64_t)(v >> 64);
+}
+
+/* Replaces the pair; the caller is its only writer, so the swap fails only after a predecessor wrote. */
+static inline void sl__pair_write(sl__pair_t *p, uint64_t bytes, uint64_t events)
+{
+    unsigned __int128 want = (unsigned __int128)events << 64 | bytes;
+    unsigned __int128 cur = __sync_val_compare_and_swap(&p->both, (unsigned __int128)0, (unsigned __int128)0);
+    while (!__sync_bool_compare_and_swap(&p->both, cur, want))
+        cur = __sync_val_compare_and_swap(&p->both, (unsigned __int128)0, (unsigned __int128)0);
+}
+
+static inline uint64_t sl__pair_bytes(sl__pair_t *p) { return atomic_load_explicit(&p->h.bytes, memory_order_acquire); }
+static inline uint64_t sl__pair_events(sl__pair_t *p)
+{
+    return atomic_load_explicit(&p->h.events, memory_order_acquire);
+}
+
 typedef struct sl_chan_ctl_s {
     /* Written once at creation. */
     uint64_t magic;
@@ -30,9 +69,8 @@ typedef struct sl_chan_ctl_s {
     uint64_t capacity;
     uint64_t max_record;
     char name[32];
-    /* Producer: published bytes and events, end of stream. */
-    _Alignas(SL_CACHELINE) _Atomic uint64_t head;
-    _Atomic uint64_t sent;
+    /* Producer: published bytes (head) and events (sent), end of stream. */
+    _Alignas(SL_CACHELINE) sl__pair_t pub;
     _Atomic uint32_t closed;
     _Atomic uint32_t producer_gen;
     /* The commit level the producer waits for when the ring is full: a consumer rings only once that
@@ -42,9 +80,8 @@ typedef struct sl_chan_ctl_s {
     /* Consumer: taken (for statistics and redelivery counts only). */
     _Alignas(SL_CACHELINE) _Atomic uint64_t read;
     _Atomic uint64_t read_events;
-    /* Consumer: acknowledged; the producer frees space up to here. */
-    _Alignas(SL_CACHELINE) _Atomic uint64_t commit;
-    _Atomic uint64_t commit_events;
+    /* Consumer: acknowledged bytes (commit) and events; the producer frees space up to here. */
+    _Alignas(SL_CACHELINE) sl__pair_t ack;
     _Atomic uint32_t consumer_gen;
     /* Consumer: cumulative demand. */
     _Alignas(SL_CACHELINE) _Atomic uint64_t asked;
@@ -67,9 +104,11 @@ struct sl_chan_s {
     uint64_t p_asked;        /* cached asked */
     uint64_t p_res_need;     /* aligned size of the open reservation, 0 if none */
     uint64_t p_rung;         /* head when the consumer's bell was last rung */
+    uint64_t p_pub_sent;     /* sent as last published */
     /* Consumer end, process-local. */
     uint64_t c_read, c_read_events;
-    uint64_t c_head; /* cached head */
+    uint64_t c_head;   /* cached head */
+    uint64_t c_commit; /* commit as last written */
 };
 
 static uint64_t sl__pow2(uint64_t v)
@@ -154,9 +193,9 @@ const char *sl_chan_name(const sl_chan_t *ch) { return ch->ctl->name; }
 void sl_chan_producer_attach(sl_chan_t *ch)
 {
     sl_chan_ctl_t *c = ch->ctl;
-    ch->p_head = atomic_load_explicit(&c->head, memory_order_acquire);
-    ch->p_sent = atomic_load_explicit(&c->sent, memory_order_relaxed);
-    ch->p_limit = atomic_load_explicit(&c->commit, memory_order_acquire) + ch->cap;
+    sl__pair_read(&c->pub, &ch->p_head, &ch->p_sent);
+    ch->p_pub_sent = ch->p_sent;
+    ch->p_limit = sl__pair_bytes(&c->ack) + ch->cap;
     ch->p_asked = atomic_load_explicit(&c->asked, memory_order_acquire);
     ch->p_res_need = 0;
     ch->p_rung = 0; /* ring at the first opportunity: the consumer may sleep on what the predecessor left */
@@ -183,11 +222,14 @@ static inline uint64_t sl__chan_span(const sl_chan_t *ch, uint64_t need)
 static void sl__chan_want_room(sl_chan_t *ch, uint64_t span)
 {
     uint64_t want = ch->p_head + SL_MAX(span, ch->cap / 4) - ch->cap;
-    uint64_t published = atomic_load_explicit(&ch->ctl->head, memory_order_relaxed);
+    uint64_t published = sl__pair_bytes(&ch->ctl->pub);
     atomic_store_explicit(&ch->ctl->room_wanted, SL_MIN(want, published), memory_order_relaxed);
 }
 
-int sl_chan_reserve(sl_chan_t *ch, size_t body_len, sl_rec_t **rec) { return sl_chan_reserve_over(ch, body_len, rec, 0); }
+int sl_chan_reserve(sl_chan_t *ch, size_t body_len, sl_rec_t **rec)
+{
+    return sl_chan_reserve_over(ch, body_len, rec, 0);
+}
 
 int sl_chan_reserve_over(sl_chan_t *ch, size_t body_len, sl_rec_t **rec, uint32_t overdraft)
 {
@@ -201,7 +243,7 @@ int sl_chan_reserve_over(sl_chan_t *ch, size_t body_len, sl_rec_t **rec, uint32_
     uint64_t need = SL_ALIGN_UP((uint64_t)body_len, SL_REC_ALIGN);
     uint64_t span = sl__chan_span(ch, need);
     if (SL_UNLIKELY(ch->p_head + span > ch->p_limit)) {
-        ch->p_limit = atomic_load_explicit(&ch->ctl->commit, memory_order_acquire) + ch->cap;
+        ch->p_limit = sl__pair_bytes(&ch->ctl->ack) + ch->cap;
         if (ch->p_head + span > ch->p_limit) {
             sl__chan_want_room(ch, span);
             return SL_EAGAIN;
@@ -234,11 +276,11 @@ void sl_chan_push(sl_chan_t *ch)
 uint64_t sl_chan_publish(sl_chan_t *ch)
 {
     sl_chan_ctl_t *c = ch->ctl;
-    uint64_t before = atomic_load_explicit(&c->sent, memory_order_relaxed);
-    if (ch->p_head == atomic_load_explicit(&c->head, memory_order_relaxed))
+    uint64_t before = ch->p_pub_sent;
+    if (ch->p_sent == before && ch->p_head == sl__pair_bytes(&c->pub))
         return 0;
-    atomic_store_explicit(&c->sent, ch->p_sent, memory_order_relaxed);
-    atomic_store_explicit(&c->head, ch->p_head, memory_order_release);
+    sl__pair_write(&c->pub, ch->p_head, ch->p_sent);
+    ch->p_pub_sent = ch->p_sent;
     /* Under load, wake a sleeping consumer only once a good batch is waiting: it then takes hundreds of
      * records per wake-up instead of one publish's worth. The producer kicks before it sleeps itself
      * (sl_chan_kick), so a light load is delivered at once. */
@@ -251,7 +293,7 @@ uint64_t sl_chan_publish(sl_chan_t *ch)
 
 void sl_chan_kick(sl_chan_t *ch)
 {
-    uint64_t head = atomic_load_explicit(&ch->ctl->head, memory_order_relaxed);
+    uint64_t head = sl__pair_bytes(&ch->ctl->pub);
     if (ch->p_rung != head) {
         ch->p_rung = head;
         sl_bell_ring(ch->cbell);
@@ -278,7 +320,7 @@ bool sl_chan_can_reserve(sl_chan_t *ch, size_t need, uint32_t overdraft)
     ch->p_asked = atomic_load_explicit(&ch->ctl->asked, memory_order_acquire);
     if (ch->p_sent >= ch->p_asked + overdraft)
         return false;
-    ch->p_limit = atomic_load_explicit(&ch->ctl->commit, memory_order_acquire) + ch->cap;
+    ch->p_limit = sl__pair_bytes(&ch->ctl->ack) + ch->cap;
     uint64_t span = sl__chan_span(ch, SL_ALIGN_UP((uint64_t)need, SL_REC_ALIGN));
     if (ch->p_head + span <= ch->p_limit)
         return true;
@@ -292,9 +334,9 @@ uint64_t sl_chan_consumer_attach(sl_chan_t *ch)
 {
     sl_chan_ctl_t *c = ch->ctl;
     uint64_t taken = atomic_load_explicit(&c->read_events, memory_order_relaxed);
-    ch->c_read = atomic_load_explicit(&c->commit, memory_order_acquire);
-    ch->c_read_events = atomic_load_explicit(&c->commit_events, memory_order_relaxed);
-    ch->c_head = atomic_load_explicit(&c->head, memory_order_acquire);
+    sl__pair_read(&c->ack, &ch->c_read, &ch->c_read_events);
+    ch->c_commit = ch->c_read;
+    ch->c_head = sl__pair_bytes(&c->pub);
     atomic_store_explicit(&c->read, ch->c_read, memory_order_relaxed);
     atomic_store_explicit(&c->read_events, ch->c_read_events, memory_order_relaxed);
     atomic_fetch_add_explicit(&c->consumer_gen, 1, memory_order_relaxed);
@@ -321,11 +363,11 @@ int sl_chan_next(sl_chan_t *ch, const sl_rec_t **rec)
     sl_chan_ctl_t *c = ch->ctl;
     for (;;) {
         if (ch->c_read == ch->c_head) {
-            ch->c_head = atomic_load_explicit(&c->head, memory_order_acquire);
+            ch->c_head = sl__pair_bytes(&c->pub);
             if (ch->c_read == ch->c_head) {
                 if (!atomic_load_explicit(&c->closed, memory_order_acquire))
                     return SL_EAGAIN;
-                ch->c_head = atomic_load_explicit(&c->head, memory_order_acquire);
+                ch->c_head = sl__pair_bytes(&c->pub);
                 if (ch->c_read == ch->c_head)
                     return SL_EOF;
             }
@@ -355,10 +397,10 @@ void sl_chan_commit(sl_chan_t *ch, uint64_t pos, uint64_t events)
 {
     sl_chan_ctl_t *c = ch->ctl;
     assert(pos <= ch->c_read && events <= ch->c_read_events);
-    if (pos <= atomic_load_explicit(&c->commit, memory_order_relaxed))
+    if (pos <= ch->c_commit)
         return;
-    atomic_store_explicit(&c->commit_events, events, memory_order_relaxed);
-    atomic_store_explicit(&c->commit, pos, memory_order_release);
+    sl__pair_write(&c->ack, pos, events);
+    ch->c_commit = pos;
     /* Dekker again: the producer stores room_wanted, announces its sleep (seq_cst) and re-reads commit;
      * we store commit, fence, and read room_wanted. Either we see its new room_wanted, or it sees our
      * commit and does not sleep. */
@@ -380,12 +422,12 @@ uint64_t sl_chan_asked(const sl_chan_t *ch) { return atomic_load_explicit(&ch->c
 
 uint64_t sl_chan_skip_corrupt(sl_chan_t *ch)
 {
-    uint64_t head = atomic_load_explicit(&ch->ctl->head, memory_order_acquire);
+    uint64_t head = sl__pair_bytes(&ch->ctl->pub);
     uint64_t skipped = head - ch->c_read;
     /* The events count cannot be known for bytes that cannot be parsed; count them from sent. */
     ch->c_read = head;
     ch->c_head = head;
-    ch->c_read_events = atomic_load_explicit(&ch->ctl->sent, memory_order_relaxed);
+    ch->c_read_events = sl__pair_events(&ch->ctl->pub);
     return skipped;
 }
 
@@ -393,19 +435,17 @@ bool sl_chan_readable(sl_chan_t *ch)
 {
     if (ch->c_read != ch->c_head)
         return true;
-    ch->c_head = atomic_load_explicit(&ch->ctl->head, memory_order_acquire);
+    ch->c_head = sl__pair_bytes(&ch->ctl->pub);
     return ch->c_read != ch->c_head || atomic_load_explicit(&ch->ctl->closed, memory_order_acquire);
 }
 
 void sl_chan_stat(const sl_chan_t *ch, sl_chan_stat_t *st)
 {
     const sl_chan_ctl_t *c = ch->ctl;
-    st->head = atomic_load_explicit(&c->head, memory_order_acquire);
-    st->sent = atomic_load_explicit(&c->sent, memory_order_relaxed);
+    sl__pair_read((sl__pair_t *)&c->pub, &st->head, &st->sent);
     st->read = atomic_load_explicit(&c->read, memory_order_relaxed);
     st->read_events = atomic_load_explicit(&c->read_events, memory_order_relaxed);
-    st->commit = atomic_load_explicit(&c->commit, memory_order_relaxed);
-    st->commit_events = atomic_load_explicit(&c->commit_events, memory_order_relaxed);
+    sl__pair_read((sl__pair_t *)&c->ack, &st->commit, &st->commit_events);
     st->asked = atomic_load_explicit(&c->asked, memory_order_relaxed);
     st->closed = atomic_load_explicit(&c->closed, memory_order_relaxed) != 0;
 }

@@ -189,6 +189,8 @@ static const sl__key_t sl__keys[] = {
      "Crash on every event with this key (a poison message); empty = none."},
     {"stages.chaos", "fail_every", SL_PARAM_COUNT, "0", NULL, NULL, NULL, NULL, SL__NOCHECK, 0,
      "Send every this-many-th event to the dead-letter path (reason chaos) instead of forwarding it; 0 = never."},
+    {"stages.chaos", "crash_on_payload", SL_PARAM_STRING, "", NULL, NULL, NULL, NULL, SL__NOCHECK, 0,
+     "Crash on every event whose payload contains this text (a poison message); empty = none."},
     {"stages.chaos", "hang_after", SL_PARAM_COUNT, "0", NULL, NULL, NULL, NULL, SL__NOCHECK, 0,
      "Stop making progress after this many events (for the watchdog); 0 = never."},
     {"stages.chaos", "exit_after", SL_PARAM_COUNT, "0", NULL, NULL, NULL, NULL, SL__NOCHECK, 0,
@@ -198,6 +200,8 @@ static const sl__key_t sl__keys[] = {
 
     {"sinks.null", "verify_sequence", SL_PARAM_BOOL, "false", NULL, NULL, NULL, NULL, SL__NOCHECK, 0,
      "Check that each device's sequence numbers arrive without gaps (duplicates are counted)."},
+    {"sinks.null", "verify_state", SL_PARAM_STRING, "", NULL, NULL, NULL, NULL, SL__NOCHECK, 0,
+     "File (one per instance: PATH.<n>) that keeps the sequence check across restarts of the sink; empty = memory."},
 };
 
 static const sl__type_t sl__types[] = {

@@ -6,9 +6,18 @@
  * The per-device table is open addressing keyed by the device id; it doubles when half full, so its
  * allocations are amortised to nothing per event. The check is exact for one ordered stream per device:
  * with concurrency > 1, feed the sink with `dispatcher: partition` on the key.
+ *
+ * With verify_state: PATH the table and the totals live in a file mapped shared (PATH.<instance>, a fixed
+ * table of SL_NULL_FILE_SLOTS devices), so they survive a crash of the sink: the events its successor
+ * receives again from the last commit then count as duplicates, and a gap anywhere still counts as lost.
+ * Crash tests that kill the sink itself verify delivery this way.
  */
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "sinks/sinks.h"
 
@@ -20,12 +29,47 @@ typedef struct sl_dev_s {
     uint64_t next; /* expected seq */
 } sl_dev_t;
 
+#define SL_NULL_FILE_SLOTS 65536u
+
+typedef struct sl_null_tot_s {
+    uint64_t events, lost, dups, bad, used;
+} sl_null_tot_t;
+
 typedef struct sl_null_s {
     bool verify;
     sl_dev_t *tab;
-    size_t cap, used;
-    uint64_t events, lost, dups, bad;
+    size_t cap;
+    sl_null_tot_t *t; /* &mem, or the head of the state file */
+    sl_null_tot_t mem;
+    void *map; /* the state file's mapping, or NULL */
+    size_t map_len;
 } sl_null_t;
+
+/* Maps PATH.<instance>: totals, then the fixed device table. */
+static int sl__null_map(sl_ctx_t *ctx, sl_null_t *s, const char *path)
+{
+    char file[4096];
+    snprintf(file, sizeof file, "%s.%u", path, sl_ctx_instance(ctx));
+    int fd = open(file, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    s->map_len = sizeof(sl_null_tot_t) + SL_NULL_FILE_SLOTS * sizeof(sl_dev_t);
+    if (fd < 0 || ftruncate(fd, (off_t)s->map_len) != 0) {
+        sl_log(SL_LOG_ERROR, sl_ctx_name(ctx), -errno, "verify_state: cannot open %s", file);
+        if (fd >= 0)
+            close(fd);
+        return SL_EIO;
+    }
+    void *p = mmap(NULL, s->map_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED) {
+        sl_log(SL_LOG_ERROR, sl_ctx_name(ctx), -errno, "mmap(%zu) of %s failed", s->map_len, file);
+        return SL_EIO;
+    }
+    s->map = p;
+    s->t = p;
+    s->tab = (sl_dev_t *)(s->t + 1);
+    s->cap = SL_NULL_FILE_SLOTS;
+    return 0;
+}
 
 static int sl__null_init(sl_ctx_t *ctx, void **state)
 {
@@ -33,6 +77,12 @@ static int sl__null_init(sl_ctx_t *ctx, void **state)
     if (s == NULL)
         return SL_ENOMEM;
     s->verify = sl_conf_bool(sl_ctx_node(ctx), "verify_sequence");
+    s->t = &s->mem;
+    const char *path = sl_conf_str(sl_ctx_node(ctx), "verify_state");
+    if (s->verify && path[0] != 0 && sl__null_map(ctx, s, path) != 0) {
+        free(s);
+        return SL_EIO;
+    }
     *state = s;
     return 0;
 }
@@ -83,23 +133,30 @@ static int sl__null_seq(const sl_event_t *ev, uint64_t *seq)
 static int sl__null_check(sl_null_t *s, const sl_event_t *ev)
 {
     uint64_t seq;
+    sl_null_tot_t *t = s->t;
     if (ev->key_len == 0 || ev->key_len > SL_NULL_KEY_MAX || sl__null_seq(ev, &seq) != 0) {
-        s->bad++;
+        t->bad++;
         return 0;
     }
-    if ((s->used + 1) * 2 > s->cap && sl__null_grow(s) != 0)
-        return SL_ENOMEM;
+    if ((t->used + 1) * 2 > s->cap) {
+        if (s->map != NULL) { /* the file's table is fixed: count, never overflow it */
+            t->bad++;
+            return 0;
+        }
+        if (sl__null_grow(s) != 0)
+            return SL_ENOMEM;
+    }
     sl_dev_t *d = sl__null_slot(s->tab, s->cap, ev->key, ev->key_len);
     if (d->key_len == 0) {
         d->key_len = (uint8_t)ev->key_len;
         memcpy(d->key, ev->key, ev->key_len);
-        s->used++;
+        t->used++;
     }
     if (seq < d->next) {
-        s->dups++;
+        t->dups++;
         return 0;
     }
-    s->lost += seq - d->next;
+    t->lost += seq - d->next;
     d->next = seq + 1;
     return 0;
 }
@@ -107,7 +164,7 @@ static int sl__null_check(sl_null_t *s, const sl_event_t *ev)
 static int sl__null_events(sl_ctx_t *ctx, void *state, const sl_event_t *evs, size_t n)
 {
     sl_null_t *s = state;
-    s->events += n;
+    s->t->events += n;
     if (!s->verify)
         return 0;
     for (size_t i = 0; i < n; i++) {
@@ -123,14 +180,18 @@ static void sl__null_terminate(sl_ctx_t *ctx, void *state, int reason)
     sl_null_t *s = state;
     if (s == NULL)
         return;
+    const sl_null_tot_t *t = s->t;
     if (!s->verify)
-        sl_log(SL_LOG_INFO, sl_ctx_name(ctx), 0, "took %llu events", (unsigned long long)s->events);
+        sl_log(SL_LOG_INFO, sl_ctx_name(ctx), 0, "took %llu events", (unsigned long long)t->events);
     else
         sl_log(SL_LOG_INFO, sl_ctx_name(ctx), 0,
-               "verify: %llu events from %zu devices; lost %llu, duplicates %llu, unparseable %llu",
-               (unsigned long long)s->events, s->used, (unsigned long long)s->lost, (unsigned long long)s->dups,
-               (unsigned long long)s->bad);
-    free(s->tab);
+               "verify: %llu events from %llu devices; lost %llu, duplicates %llu, unparseable %llu",
+               (unsigned long long)t->events, (unsigned long long)t->used, (unsigned long long)t->lost,
+               (unsigned long long)t->dups, (unsigned long long)t->bad);
+    if (s->map != NULL)
+        munmap(s->map, s->map_len);
+    else
+        free(s->tab);
     free(s);
 }
 

@@ -4,6 +4,7 @@
  * Counts are per incarnation (they restart at zero when the supervisor restarts the instance):
  *  - crash_every N: raise `signal` on the N-th event after each start;
  *  - crash_on_key K: raise `signal` on every event whose key is K (a poison message);
+ *  - crash_on_payload T: raise `signal` on every event whose payload contains the text T;
  *  - hang_after N: stop making progress (and stop heartbeating) after N events, until killed;
  *  - exit_after N: exit with exit_code after N events;
  *  - fail_every N: send every N-th event to the dead-letter path (reason "chaos") instead of forwarding it.
@@ -20,8 +21,8 @@ typedef struct sl_chaos_s {
     uint64_t seen;
     uint64_t crash_every, hang_after, exit_after, fail_every;
     int sig, exit_code;
-    const char *key;
-    size_t key_len;
+    const char *key, *text;
+    size_t key_len, text_len;
 } sl_chaos_t;
 
 static int sl__chaos_signal(const char *name)
@@ -50,6 +51,8 @@ static int sl__chaos_init(sl_ctx_t *ctx, void **state)
     c->sig = sl__chaos_signal(sl_conf_str(node, "signal"));
     c->key = sl_conf_str(node, "crash_on_key");
     c->key_len = strlen(c->key);
+    c->text = sl_conf_str(node, "crash_on_payload");
+    c->text_len = strlen(c->text);
     if (c->sig == 0) {
         free(c);
         return SL_EINVAL;
@@ -61,10 +64,11 @@ static int sl__chaos_init(sl_ctx_t *ctx, void **state)
 static void sl__chaos_misbehave(sl_ctx_t *ctx, sl_chaos_t *c, const sl_event_t *ev)
 {
     c->seen++;
-    bool poison = c->key_len && ev->key_len == c->key_len && memcmp(ev->key, c->key, c->key_len) == 0;
+    bool poison = (c->key_len && ev->key_len == c->key_len && memcmp(ev->key, c->key, c->key_len) == 0) ||
+                  (c->text_len && memmem(ev->payload, ev->payload_len, c->text, c->text_len) != NULL);
     if (poison || (c->crash_every && c->seen % c->crash_every == 0)) {
         sl_log(SL_LOG_WARN, sl_ctx_name(ctx), 0, "chaos: raising %s on event %llu%s", strsignal(c->sig),
-               (unsigned long long)c->seen, poison ? " (poison key)" : "");
+               (unsigned long long)c->seen, poison ? " (poison)" : "");
         raise(c->sig);
     }
     if (c->exit_after && c->seen == c->exit_after) {

@@ -6,10 +6,8 @@
  * code; it touches the channels' control blocks only (cursor reads for statistics, the closed flag for a
  * producer that is gone for good). Signal handlers only write the signal number to a self-pipe.
  *
- * Exit classification (nginx/PostgreSQL): exit 0 is a finished drain; SL_EXIT_FATAL is "cannot start"
- * and is never respawned; any other exit or a signal is a crash, restarted within the node's restart
- * intensity (max_restarts in max_seconds). The full supervision tree (strategies, escalation, watchdog)
- * builds on this loop.
+ * What to do when a worker exits is the supervision tree's decision (supervisor.c); this file is the
+ * process loop around it: fork, reap, signals, the shutdown deadline and the summary line.
  */
 #include <fcntl.h>
 #include <poll.h>
@@ -32,18 +30,9 @@ static void sl__master_on_signal(int sig)
     errno = saved;
 }
 
-typedef struct sl_master_s {
-    sl_runtime_t *rt;
-    bool stopping;
-    bool failed;
-    uint64_t deadline_ns; /* shutdown: SIGKILL what is left after this */
-    uint64_t last_summary_ns;
-    uint64_t *last_counts; /* per node, for rates */
-    const char *why;       /* first reason for a non-zero exit */
-} sl_master_t;
-
-static int sl__spawn(sl_runtime_t *rt, sl_inst_t *inst)
+int sl__master_spawn(sl_master_t *m, sl_inst_t *inst)
 {
+    sl_runtime_t *rt = m->rt;
     fflush(NULL);
     pid_t pid = fork();
     if (pid < 0) {
@@ -56,17 +45,19 @@ static int sl__spawn(sl_runtime_t *rt, sl_inst_t *inst)
         _exit(sl__worker_main(rt, inst));
     }
     inst->pid = pid;
-    inst->state = SL_INST_RUNNING;
     inst->started_ns = sl_now_ns();
     atomic_store(&inst->stats->pid, pid);
-    atomic_store(&inst->stats->state, SL_INST_RUNNING);
     sl_log(SL_LOG_DEBUG, "master", 0, "%s: started as pid %d", inst->name, (int)pid);
     return 0;
 }
 
-static void sl__begin_shutdown(sl_master_t *m, const char *why)
+void sl__master_shutdown(sl_master_t *m, const char *why, bool failure)
 {
     sl_runtime_t *rt = m->rt;
+    if (failure && !m->failed) {
+        m->failed = true;
+        snprintf(m->why, sizeof m->why, "%s", why);
+    }
     if (m->stopping)
         return;
     m->stopping = true;
@@ -83,70 +74,6 @@ static void sl__begin_shutdown(sl_master_t *m, const char *why)
     }
 }
 
-/* An instance is gone for good: close its outputs so its consumers drain and finish. */
-static void sl__give_up(sl_master_t *m, sl_inst_t *inst, const char *why)
-{
-    inst->state = SL_INST_FAILED;
-    atomic_store(&inst->stats->state, SL_INST_FAILED);
-    for (uint32_t g = 0; g < inst->n_out; g++)
-        for (uint32_t c = 0; c < inst->out[g].n; c++)
-            sl_chan_mark_closed(inst->out[g].chans[c]);
-    if (!m->failed) {
-        m->failed = true;
-        m->why = why;
-    }
-    sl__begin_shutdown(m, why);
-}
-
-/* Records a restart; returns false when it would exceed max_restarts within max_seconds. */
-static bool sl__intensity_ok(const sl_runtime_t *rt, sl_inst_t *inst)
-{
-    const sl_conf_sup_t *sup = &rt->cfg->nodes[inst->node].sup;
-    if (sup->max_restarts == 0)
-        return false;
-    uint64_t now = sl_now_ns();
-    uint64_t oldest = inst->restart_times[inst->restart_pos];
-    if (oldest != 0 && now - oldest < sup->max_seconds_ns)
-        return false;
-    inst->restart_times[inst->restart_pos] = now;
-    inst->restart_pos = (inst->restart_pos + 1) % sup->max_restarts;
-    return true;
-}
-
-static void sl__on_exit(sl_master_t *m, sl_inst_t *inst, int status)
-{
-    sl_runtime_t *rt = m->rt;
-    inst->pid = 0;
-    atomic_store(&inst->stats->pid, 0);
-    atomic_store(&inst->stats->last_status, status);
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
-        inst->state = SL_INST_DONE;
-        atomic_store(&inst->stats->state, SL_INST_DONE);
-        sl_log(SL_LOG_DEBUG, "master", 0, "%s: finished", inst->name);
-        return;
-    }
-    if (WIFEXITED(status) && WEXITSTATUS(status) == SL_EXIT_FATAL) {
-        sl_log(SL_LOG_ERROR, "master", 0, "%s: cannot start (exit %d); not restarted", inst->name, SL_EXIT_FATAL);
-        sl__give_up(m, inst, "a stage cannot start");
-        return;
-    }
-    if (WIFSIGNALED(status))
-        sl_log(SL_LOG_WARN, "master", 0, "%s: crashed: killed by signal %d (%s)%s", inst->name, WTERMSIG(status),
-               strsignal(WTERMSIG(status)), WCOREDUMP(status) ? ", core dumped" : "");
-    else
-        sl_log(SL_LOG_WARN, "master", 0, "%s: crashed: exit status %d", inst->name, WEXITSTATUS(status));
-    if (!sl__intensity_ok(rt, inst)) {
-        const sl_conf_sup_t *sup = &rt->cfg->nodes[inst->node].sup;
-        sl_log(SL_LOG_ERROR, "master", 0, "%s: more than %u restarts in %.1fs; giving up", inst->name,
-               sup->max_restarts, (double)sup->max_seconds_ns / 1e9);
-        sl__give_up(m, inst, "restart intensity exceeded");
-        return;
-    }
-    atomic_fetch_add(&inst->stats->restarts, 1);
-    if (sl__spawn(rt, inst) != 0)
-        sl__give_up(m, inst, "cannot fork a worker");
-}
-
 static void sl__reap(sl_master_t *m)
 {
     int status;
@@ -154,17 +81,18 @@ static void sl__reap(sl_master_t *m)
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
         for (size_t i = 0; i < m->rt->n_inst; i++) {
             if (m->rt->inst[i].pid == pid) {
-                sl__on_exit(m, &m->rt->inst[i], status);
+                sl__sup_on_exit(m, &m->rt->inst[i], status);
                 break;
             }
         }
     }
 }
 
+/* Every instance is done or failed for good: nothing can run any more. */
 static bool sl__all_ended(const sl_runtime_t *rt)
 {
     for (size_t i = 0; i < rt->n_inst; i++)
-        if (rt->inst[i].state == SL_INST_RUNNING)
+        if (rt->inst[i].state != SL_INST_DONE && rt->inst[i].state != SL_INST_FAILED)
             return false;
     return true;
 }
@@ -251,7 +179,7 @@ static void sl__master_drain_pipe(sl_master_t *m)
             if (sigs[i] != SIGTERM && sigs[i] != SIGINT)
                 continue;
             if (!m->stopping) {
-                sl__begin_shutdown(m, sigs[i] == SIGTERM ? "SIGTERM" : "SIGINT");
+                sl__master_shutdown(m, sigs[i] == SIGTERM ? "SIGTERM" : "SIGINT", false);
             } else if (sigs[i] == SIGINT) {
                 sl_log(SL_LOG_WARN, "master", 0, "second SIGINT: asking every stage to stop now");
                 m->deadline_ns = sl_now_ns();
@@ -265,34 +193,36 @@ static void sl__kill_remaining(sl_master_t *m)
     sl_runtime_t *rt = m->rt;
     for (size_t i = 0; i < rt->n_inst; i++) {
         sl_inst_t *inst = &rt->inst[i];
-        if (inst->state != SL_INST_RUNNING)
+        if (inst->state != SL_INST_RUNNING && inst->state != SL_INST_STOPPING)
             continue;
         sl_log(SL_LOG_ERROR, "master", 0, "%s: still running at the shutdown deadline; SIGKILL", inst->name);
         kill(inst->pid, SIGKILL);
-        inst->state = SL_INST_FAILED; /* reaped below; never restarted */
     }
     if (!m->failed) {
         m->failed = true;
-        m->why = "shutdown deadline passed";
+        snprintf(m->why, sizeof m->why, "the shutdown deadline passed with stages still running");
     }
     int status;
     while (waitpid(-1, &status, 0) > 0) {
     }
+    for (size_t i = 0; i < rt->n_inst; i++)
+        if (rt->inst[i].state != SL_INST_DONE)
+            rt->inst[i].state = SL_INST_FAILED; /* never restarted after the deadline */
 }
 
 int sl_runtime_run(sl_runtime_t *rt)
 {
     sl_master_t m = {.rt = rt};
     m.last_counts = calloc(rt->cfg->n_nodes, sizeof *m.last_counts);
-    if (m.last_counts == NULL || pipe2(sl__sigpipe, O_NONBLOCK | O_CLOEXEC) != 0)
+    if (m.last_counts == NULL || sl__sup_init(&m) != 0 || pipe2(sl__sigpipe, O_NONBLOCK | O_CLOEXEC) != 0) {
+        free(m.last_counts);
+        sl__sup_free(&m);
         return SL_EXIT_FATAL;
+    }
     rt->master_pid = getpid();
     sl__master_signals(true);
     m.last_summary_ns = sl_now_ns();
-    /* Consumers first, so every channel has its reader when data starts to flow. */
-    for (size_t i = rt->n_inst; i-- > 0;)
-        if (sl__spawn(rt, &rt->inst[i]) != 0)
-            sl__give_up(&m, &rt->inst[i], "cannot fork a worker");
+    sl__sup_start_all(&m);
     uint64_t interval = rt->cfg->summary_interval_ns;
     while (!sl__all_ended(rt)) {
         uint64_t now = sl_now_ns();
@@ -306,6 +236,7 @@ int sl_runtime_run(sl_runtime_t *rt)
         now = sl_now_ns();
         if (interval && now >= m.last_summary_ns + interval)
             sl__summary(&m, false);
+        sl__sup_tick(&m, now);
         if (m.stopping && now >= m.deadline_ns && !sl__all_ended(rt))
             sl__kill_remaining(&m);
     }
@@ -314,6 +245,7 @@ int sl_runtime_run(sl_runtime_t *rt)
     close(sl__sigpipe[0]);
     close(sl__sigpipe[1]);
     free(m.last_counts);
+    sl__sup_free(&m);
     if (m.failed) {
         sl_log(SL_LOG_ERROR, "master", 0, "pipeline stopped: %s", m.why);
         return 1;

@@ -50,9 +50,6 @@ static int sl__rt_alloc_instances(sl_runtime_t *rt)
             inst->stats = &rt->stats[id];
             snprintf(inst->name, sizeof inst->name, "%s#%u", node->name, k);
             snprintf(inst->stats->name, sizeof inst->stats->name, "%s", inst->name);
-            inst->restart_times = calloc(SL_MAX(node->sup.max_restarts, 1u), sizeof(uint64_t));
-            if (inst->restart_times == NULL)
-                return SL_ENOMEM;
         }
     }
     return 0;
@@ -149,7 +146,6 @@ void sl_runtime_destroy(sl_runtime_t *rt)
             free(inst->out[g].chans);
         free(inst->out);
         free(inst->in);
-        free(inst->restart_times);
     }
     for (size_t c = 0; c < rt->n_chans; c++)
         sl_chan_destroy(rt->chans[c]);

@@ -185,11 +185,35 @@ typedef struct sl_stats_slot_s {
     _Atomic uint64_t redelivered; /* events delivered again after a restart (duplicates) */
     _Atomic uint64_t corrupt;     /* corrupt records skipped (bytes) */
     _Atomic uint64_t heartbeat_ns;
+    _Atomic uint64_t quarantined; /* events that crashed the instance twice, sent to dead-letter */
+    /* The event being replayed alone after a crash: input << 48 | cumulative event number + 1; 0 = none.
+     * If the instance dies while it is set, its successor knows which event killed it. */
+    _Atomic uint64_t suspect;
     /* Written by the master. */
     _Alignas(SL_CACHELINE) _Atomic uint64_t restarts;
     _Atomic int32_t last_status; /* wait status of the last exit */
+    _Atomic uint32_t last_cause; /* SL_CAUSE_* of the last exit */
     _Atomic uint32_t stop;       /* shutdown requested: a producer stops taking input */
 } sl_stats_slot_t;
+
+/* Why an instance last ended; the poison check trusts only causes the event itself can have caused. */
+#define SL_CAUSE_MAP(X)                                                                                  \
+    X(NONE, "none")                                                                                      \
+    X(NORMAL, "finished")                                                                                \
+    X(FATAL, "cannot start")                                                                             \
+    X(FAULT, "crashed")                  /* SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL, SIGTRAP, SIGSYS */ \
+    X(EXIT_CODE, "exited with an error") /* any other non-zero exit */                                   \
+    X(WATCHDOG, "hung (watchdog)")                                                                       \
+    X(KILLED, "killed from outside") /* SIGKILL/SIGTERM we did not send: OOM killer, an operator */      \
+    X(SUPERVISOR, "stopped by its supervisor")
+
+typedef enum sl_cause_e {
+#define SL_CAUSE_ENUM(name, text) SL_CAUSE_##name,
+    SL_CAUSE_MAP(SL_CAUSE_ENUM)
+#undef SL_CAUSE_ENUM
+} sl_cause_t;
+
+const char *sl_cause_name(sl_cause_t c);
 
 /* ---- runtime: topology, workers, master ---------------------------------------------------------- */
 

@@ -51,12 +51,72 @@ int sl__ackwin_ack(sl_ackwin_t *w, uint64_t idx);
 /* Moves over the acknowledged prefix; returns true and the new commit point when it moved. */
 bool sl__ackwin_advance(sl_ackwin_t *w, uint64_t *pos, uint64_t *events);
 
+/* Supervision state machines (supervisor.c): X(name, text). Each transition is looked up in a table
+ * and logged at debug level; an event a state does not expect is a bug (asserted). */
+#define SL_INST_STATE_MAP(X)                                                                                   \
+    X(DOWN, "down") /* not running; its supervisor decides whether it starts again */                          \
+    X(RUNNING, "running")                                                                                      \
+    X(STOPPING, "stopping") /* killed by its supervisor (group restart or escalation); waiting for the exit */ \
+    X(DONE, "done")         /* exited 0 after draining: final */                                               \
+    X(FAILED, "failed")     /* never started again: cannot start, temporary, or supervision gave up */
+
+#define SL_INST_EVENT_MAP(X)    \
+    X(START, "start")           \
+    X(EXIT_NORMAL, "exit 0")    \
+    X(EXIT_FATAL, "fatal exit") \
+    X(CRASH, "crash")           \
+    X(TERMINATE, "terminate")   \
+    X(GIVE_UP, "give up")
+
 typedef enum sl_inst_state_e {
-    SL_INST_DOWN = 0,
-    SL_INST_RUNNING = 1,
-    SL_INST_DONE = 2,   /* exited 0 after draining */
-    SL_INST_FAILED = 3, /* gave up: fatal exit or restart intensity exceeded */
+#define SL_X(name, text) SL_INST_##name,
+    SL_INST_STATE_MAP(SL_X)
+#undef SL_X
+        SL_INST__STATES
 } sl_inst_state_t;
+
+typedef enum sl_inst_event_e {
+#define SL_X(name, text) SL_IEV_##name,
+    SL_INST_EVENT_MAP(SL_X)
+#undef SL_X
+        SL_IEV__EVENTS
+} sl_inst_event_t;
+
+#define SL_GROUP_STATE_MAP(X)                                                                             \
+    X(RUNNING, "running")                                                                                 \
+    X(RESTARTING, "restarting") /* waiting for stopping instances to exit, then starting them in order */ \
+    X(ESCALATED, "escalated")   /* intensity exceeded: instances terminated, the root decides */          \
+    X(DONE, "done")                                                                                       \
+    X(FAILED, "failed")
+
+#define SL_GROUP_EVENT_MAP(X)                                                     \
+    X(RESTART, "restart") /* strategy restart of some instances (counted once) */ \
+    X(STARTED, "started") /* every instance that was to restart runs again */     \
+    X(INTENSITY, "intensity exceeded")                                            \
+    X(ROOT_RESTART, "root restarts it")                                           \
+    X(GIVE_UP, "give up")                                                         \
+    X(ALL_DONE, "all done")
+
+typedef enum sl_group_state_e {
+#define SL_X(name, text) SL_GROUP_##name,
+    SL_GROUP_STATE_MAP(SL_X)
+#undef SL_X
+        SL_GROUP__STATES
+} sl_group_state_t;
+
+typedef enum sl_group_event_e {
+#define SL_X(name, text) SL_GEV_##name,
+    SL_GROUP_EVENT_MAP(SL_X)
+#undef SL_X
+        SL_GEV__EVENTS
+} sl_group_event_t;
+
+/* Restart intensity: at most max restarts within window_ns (OTP's MaxR in MaxT). */
+typedef struct sl_intensity_s {
+    uint64_t *times; /* ring of the last max restart times */
+    uint32_t max, pos;
+    uint64_t window_ns;
+} sl_intensity_t;
 
 typedef struct sl_inst_s {
     size_t node; /* index in cfg->nodes */
@@ -73,9 +133,44 @@ typedef struct sl_inst_s {
     pid_t pid;
     sl_inst_state_t state;
     uint64_t started_ns;
-    uint64_t *restart_times; /* ring of the last max_restarts restart times */
-    uint32_t restart_pos;
+    bool watchdog_fired; /* the master killed it for a stale heartbeat */
 } sl_inst_t;
+
+/* The supervisor of one node's instances. */
+typedef struct sl_group_s {
+    size_t node, first, n; /* instances [first, first + n) of rt->inst, in start order */
+    const sl_conf_sup_t *sup;
+    sl_group_state_t state;
+    sl_intensity_t intensity;
+    size_t restart_from; /* RESTARTING: instances [restart_from, n) start again once none is stopping */
+} sl_group_t;
+
+/* The master: the root supervisor and the process loop (master.c, supervisor.c). */
+typedef struct sl_master_s {
+    sl_runtime_t *rt;
+    sl_group_t *groups;       /* one per node, in start order (config order) */
+    sl_intensity_t intensity; /* the root's, from the top-level supervision section */
+    bool stopping;
+    bool failed;
+    uint64_t deadline_ns;
+    uint64_t last_summary_ns;
+    uint64_t *last_counts;
+    char why[256]; /* first reason for a non-zero exit */
+} sl_master_t;
+
+/* supervisor.c */
+int sl__sup_init(sl_master_t *m);
+void sl__sup_free(sl_master_t *m);
+/* Starts every instance in start order. */
+void sl__sup_start_all(sl_master_t *m);
+/* A worker exited with wait status `status`. */
+void sl__sup_on_exit(sl_master_t *m, sl_inst_t *inst, int status);
+/* Periodic duties: the watchdog. */
+void sl__sup_tick(sl_master_t *m, uint64_t now);
+/* Spawns inst (master.c); returns 0 or a negative code. */
+int sl__master_spawn(sl_master_t *m, sl_inst_t *inst);
+/* Begins the draining shutdown (master.c); failure records why for the exit status. */
+void sl__master_shutdown(sl_master_t *m, const char *why, bool failure);
 
 struct sl_runtime_s {
     const sl_config_t *cfg;

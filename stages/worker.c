@@ -17,9 +17,11 @@
 #include <assert.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "stages/stages_int.h"
@@ -44,14 +46,15 @@ struct sl_ctx_s {
     sl_inst_t *inst;
     const sl_conf_node_t *node;
     void *state;
-    sl_demand_t *dem;  /* [n_in] */
-    bool *eof;         /* [n_in] */
-    bool *uncommitted; /* [n_in]: taken events waiting for the stash to drain before commit */
-    sl_ackwin_t *ack;  /* [n_in] for SL_STAGE_ASYNC_ACK consumers, else NULL */
-    uint32_t *targets; /* [n_out], scratch of sl_emit_wait() */
-    bool external;     /* SL_STAGE_EXTERNAL: outputs belong to the stage's own thread */
-    uint64_t ext_out;  /* events emitted by that thread (only it writes this) */
-    uint8_t *dl_buf;   /* attributes of a dead-lettered event */
+    sl_demand_t *dem;        /* [n_in] */
+    bool *eof;               /* [n_in] */
+    bool *uncommitted;       /* [n_in]: taken events waiting for the stash to drain before commit */
+    uint64_t *careful_until; /* [n_in]: after a crash, replay one event at a time up to this event count */
+    sl_ackwin_t *ack;        /* [n_in] for SL_STAGE_ASYNC_ACK consumers, else NULL */
+    uint32_t *targets;       /* [n_out], scratch of sl_emit_wait() */
+    bool external;           /* SL_STAGE_EXTERNAL: outputs belong to the stage's own thread */
+    uint64_t ext_out;        /* events emitted by that thread (only it writes this) */
+    uint8_t *dl_buf;         /* attributes of a dead-lettered event */
     uint64_t dl_logged_ns, dl_unlogged;
     sl_event_t *evs;
     size_t evs_cap;
@@ -275,6 +278,7 @@ static int sl__ctx_init(sl_ctx_t *ctx, sl_runtime_t *rt, sl_inst_t *inst)
     ctx->dem = calloc(n_in, sizeof *ctx->dem);
     ctx->eof = calloc(n_in, sizeof *ctx->eof);
     ctx->uncommitted = calloc(n_in, sizeof *ctx->uncommitted);
+    ctx->careful_until = calloc(n_in, sizeof *ctx->careful_until);
     ctx->evs_cap = ctx->node->max_demand;
     ctx->evs = calloc(ctx->evs_cap, sizeof *ctx->evs);
     ctx->targets = calloc(inst->n_out ? inst->n_out : 1, sizeof *ctx->targets);
@@ -290,8 +294,8 @@ static int sl__ctx_init(sl_ctx_t *ctx, sl_runtime_t *rt, sl_inst_t *inst)
     size_t stash_cap = 256 * 1024;
     for (uint32_t g = 0; g < inst->n_out; g++)
         stash_cap += sl_chan_max_record(inst->out[g].chans[0]) + 64;
-    if (!ctx->dem || !ctx->eof || !ctx->uncommitted || !ctx->evs || !ctx->targets || !ctx->dl_buf ||
-        sl__stash_init(&ctx->stash, stash_cap))
+    if (!ctx->dem || !ctx->eof || !ctx->uncommitted || !ctx->careful_until || !ctx->evs || !ctx->targets ||
+        !ctx->dl_buf || sl__stash_init(&ctx->stash, stash_cap))
         return SL_ENOMEM;
     /* Counters are cumulative over restarts: start from what the predecessor published. */
     sl_stats_slot_t *s = inst->stats;
@@ -305,8 +309,13 @@ static int sl__ctx_init(sl_ctx_t *ctx, sl_runtime_t *rt, sl_inst_t *inst)
     for (uint32_t i = 0; i < inst->n_in; i++) {
         if (sl_demand_init(&ctx->dem[i], ctx->node->max_demand, ctx->node->min_demand) != 0)
             return SL_EINVAL;
-        ctx->redelivered += sl_chan_consumer_attach(inst->in[i]);
+        uint64_t again = sl_chan_consumer_attach(inst->in[i]);
+        ctx->redelivered += again;
         sl_chan_t *ch = inst->in[i];
+        /* What a crashed predecessor held is replayed one event at a time: the event that kills us again
+         * is then known (stats->suspect) and quarantined by our successor. */
+        if (atomic_load(&s->restarts) > 0 && again > 0)
+            ctx->careful_until[i] = sl_chan_read_events(ch) + again;
         /* The window bounds the events in flight: several demand batches, so a sink can keep a few
          * batches outstanding with the outside world. */
         if (ctx->ack &&
@@ -333,6 +342,7 @@ static void sl__ctx_free(sl_ctx_t *ctx)
     free(ctx->dem);
     free(ctx->eof);
     free(ctx->uncommitted);
+    free(ctx->careful_until);
     free(ctx->evs);
     sl__stash_free(&ctx->stash);
 }
@@ -377,6 +387,13 @@ static int64_t sl__consume_pass(sl_ctx_t *ctx)
         if (ctx->eof[i])
             continue;
         size_t limit = SL_MIN((size_t)sl_demand_chunk(&ctx->dem[i]), ctx->evs_cap);
+        bool careful = sl_chan_read_events(inst->in[i]) < ctx->careful_until[i];
+        if (careful) {
+            /* One at a time, each acknowledged before the next is taken. */
+            if (ctx->ack && ctx->ack[i].next != ctx->ack[i].base)
+                continue;
+            limit = 1;
+        }
         if (inst->n_out > 0) {
             uint64_t d = sl_ctx_demand(ctx);
             if (d == 0)
@@ -386,6 +403,8 @@ static int64_t sl__consume_pass(sl_ctx_t *ctx)
         size_t n = sl__take(ctx, i, limit);
         if (n == 0)
             continue;
+        atomic_store_explicit(&inst->stats->suspect, careful ? (uint64_t)i << 48 | sl_chan_read_events(inst->in[i]) : 0,
+                              memory_order_relaxed);
         int rc = inst->ops->handle_events(ctx, ctx->state, ctx->evs, n);
         if (rc < 0)
             return rc;
@@ -482,6 +501,55 @@ static int64_t sl__pass(sl_ctx_t *ctx)
     return progress + n;
 }
 
+/*
+ * After a crash during a one-at-a-time replay, the suspect event is the one that crashed the instance
+ * twice: it goes to the dead-letter path with reason crashed_stage and is committed, so a poison message
+ * can neither take the pipeline down nor pin it in a crash loop. Only causes an event can have (a fault
+ * signal, an error exit, a hang) count: an instance killed from outside is simply replayed.
+ */
+static void sl__quarantine_suspect(sl_ctx_t *ctx)
+{
+    sl_stats_slot_t *s = ctx->inst->stats;
+    uint64_t sus = atomic_exchange(&s->suspect, 0);
+    sl_cause_t cause = (sl_cause_t)atomic_load(&s->last_cause);
+    if (sus == 0 || (cause != SL_CAUSE_FAULT && cause != SL_CAUSE_WATCHDOG && cause != SL_CAUSE_EXIT_CODE))
+        return;
+    uint32_t i = (uint32_t)(sus >> 48);
+    uint64_t ev = (sus & ((UINT64_C(1) << 48) - 1)) - 1;
+    if (i >= ctx->inst->n_in || sl_chan_read_events(ctx->inst->in[i]) != ev)
+        return; /* it was committed after all: the crash came later */
+    sl_chan_t *ch = ctx->inst->in[i];
+    const sl_rec_t *rec;
+    if (sl_chan_next(ch, &rec) != 0)
+        return;
+    sl_event_t e;
+    sl_event_from_rec(&e, rec);
+    int status = atomic_load(&s->last_status);
+    char why[160];
+    if (WIFSIGNALED(status))
+        snprintf(why, sizeof why, "the event crashed %s twice (%s)", ctx->inst->name, strsignal(WTERMSIG(status)));
+    else
+        snprintf(why, sizeof why, "the event crashed %s twice (%s)", ctx->inst->name, sl_cause_name(cause));
+    sl_log(SL_LOG_WARN, ctx->inst->name, 0, "quarantined event %llu of %s (key \"%.*s\", topic \"%.*s\"): %s",
+           (unsigned long long)ev, sl_chan_name(ch), (int)SL_MIN(e.key_len, 64u), (const char *)e.key,
+           (int)SL_MIN(e.topic_len, 128u), e.topic, why);
+    sl_dead_letter(ctx, &e, "crashed_stage", why);
+    atomic_fetch_add(&s->quarantined, 1);
+    sl__out_publish(ctx->inst);
+    if (ctx->ack) {
+        sl__ackwin_ack(&ctx->ack[i], sl__ackwin_push(&ctx->ack[i], sl_chan_read_pos(ch)));
+        sl__ctx_commit_acked(ctx);
+    } else {
+        ctx->uncommitted[i] = true;
+        if (sl__stash_empty(&ctx->stash))
+            sl__ctx_commit_inputs(ctx);
+    }
+    ctx->in++;
+    uint64_t ask = sl_demand_handled(&ctx->dem[i], 1);
+    if (ask)
+        sl_chan_ask(ch, ask);
+}
+
 static void sl__worker_signals(void)
 {
     struct sigaction sa;
@@ -520,6 +588,7 @@ int sl__worker_main(sl_runtime_t *rt, sl_inst_t *inst)
         sl__ctx_free(&ctx);
         return SL_EXIT_FATAL;
     }
+    sl__quarantine_suspect(&ctx);
     int64_t r;
     uint64_t last_kick = 0, sleeps = 0;
     for (;;) {
