@@ -591,12 +591,19 @@ int sl__worker_main(sl_runtime_t *rt, sl_inst_t *inst)
     sl__quarantine_suspect(&ctx);
     int64_t r;
     uint64_t last_kick = 0, sleeps = 0;
+    bool progressed = false;
     for (;;) {
         r = sl__pass(&ctx);
         uint64_t now = sl__ctx_publish_stats(&ctx);
         if (r < 0)
             break;
         if (r > 0) {
+            if (SL_UNLIKELY(!progressed)) {
+                progressed = true;
+                if (atomic_load(&inst->stats->restarts) > 0) /* for the recovery benchmark: wall clock, ns */
+                    sl_log(SL_LOG_DEBUG, inst->name, 0, "processing again after a restart at wall %llu",
+                           (unsigned long long)sl_wall_ns());
+            }
             /* A busy instance never sleeps, so it kicks its consumers on a clock: what it publishes waits
              * at most about a millisecond for the batch threshold. */
             if (now - last_kick >= SL_NS_PER_MS && !ctx.external) {
