@@ -46,11 +46,14 @@ static inline void sl__pair_read(sl__pair_t *p, uint64_t *bytes, uint64_t *event
     *events = (uint64_t)(v >> 64);
 }
 
-/* Replaces the pair; the caller is its only writer, so the swap fails only after a predecessor wrote. */
-static inline void sl__pair_write(sl__pair_t *p, uint64_t bytes, uint64_t events)
+/* Replaces the pair (was_bytes, was_events) by (bytes, events). The caller is the pair's only writer and
+ * passes what it last wrote, so one locked instruction does it; the loop only runs when that guess is
+ * wrong (never, unless a predecessor's last write was not seen). */
+static inline void sl__pair_write(sl__pair_t *p, uint64_t was_bytes, uint64_t was_events, uint64_t bytes,
+                                  uint64_t events)
 {
     unsigned __int128 want = (unsigned __int128)events << 64 | bytes;
-    unsigned __int128 cur = __sync_val_compare_and_swap(&p->both, (unsigned __int128)0, (unsigned __int128)0);
+    unsigned __int128 cur = (unsigned __int128)was_events << 64 | was_bytes;
     while (!__sync_bool_compare_and_swap(&p->both, cur, want))
         cur = __sync_val_compare_and_swap(&p->both, (unsigned __int128)0, (unsigned __int128)0);
 }
@@ -105,10 +108,11 @@ struct sl_chan_s {
     uint64_t p_res_need;     /* aligned size of the open reservation, 0 if none */
     uint64_t p_rung;         /* head when the consumer's bell was last rung */
     uint64_t p_pub_sent;     /* sent as last published */
+    uint64_t p_pub_head;     /* head as last published */
     /* Consumer end, process-local. */
     uint64_t c_read, c_read_events;
-    uint64_t c_head;   /* cached head */
-    uint64_t c_commit; /* commit as last written */
+    uint64_t c_head;                    /* cached head */
+    uint64_t c_commit, c_commit_events; /* the pair as last written */
 };
 
 static uint64_t sl__pow2(uint64_t v)
@@ -195,6 +199,7 @@ void sl_chan_producer_attach(sl_chan_t *ch)
     sl_chan_ctl_t *c = ch->ctl;
     sl__pair_read(&c->pub, &ch->p_head, &ch->p_sent);
     ch->p_pub_sent = ch->p_sent;
+    ch->p_pub_head = ch->p_head;
     ch->p_limit = sl__pair_bytes(&c->ack) + ch->cap;
     ch->p_asked = atomic_load_explicit(&c->asked, memory_order_acquire);
     ch->p_res_need = 0;
@@ -277,10 +282,11 @@ uint64_t sl_chan_publish(sl_chan_t *ch)
 {
     sl_chan_ctl_t *c = ch->ctl;
     uint64_t before = ch->p_pub_sent;
-    if (ch->p_sent == before && ch->p_head == sl__pair_bytes(&c->pub))
+    if (ch->p_sent == before && ch->p_head == ch->p_pub_head)
         return 0;
-    sl__pair_write(&c->pub, ch->p_head, ch->p_sent);
+    sl__pair_write(&c->pub, ch->p_pub_head, before, ch->p_head, ch->p_sent);
     ch->p_pub_sent = ch->p_sent;
+    ch->p_pub_head = ch->p_head;
     /* Under load, wake a sleeping consumer only once a good batch is waiting: it then takes hundreds of
      * records per wake-up instead of one publish's worth. The producer kicks before it sleeps itself
      * (sl_chan_kick), so a light load is delivered at once. */
@@ -293,7 +299,7 @@ uint64_t sl_chan_publish(sl_chan_t *ch)
 
 void sl_chan_kick(sl_chan_t *ch)
 {
-    uint64_t head = sl__pair_bytes(&ch->ctl->pub);
+    uint64_t head = ch->p_pub_head;
     if (ch->p_rung != head) {
         ch->p_rung = head;
         sl_bell_ring(ch->cbell);
@@ -336,6 +342,7 @@ uint64_t sl_chan_consumer_attach(sl_chan_t *ch)
     uint64_t taken = atomic_load_explicit(&c->read_events, memory_order_relaxed);
     sl__pair_read(&c->ack, &ch->c_read, &ch->c_read_events);
     ch->c_commit = ch->c_read;
+    ch->c_commit_events = ch->c_read_events;
     ch->c_head = sl__pair_bytes(&c->pub);
     atomic_store_explicit(&c->read, ch->c_read, memory_order_relaxed);
     atomic_store_explicit(&c->read_events, ch->c_read_events, memory_order_relaxed);
@@ -399,8 +406,9 @@ void sl_chan_commit(sl_chan_t *ch, uint64_t pos, uint64_t events)
     assert(pos <= ch->c_read && events <= ch->c_read_events);
     if (pos <= ch->c_commit)
         return;
-    sl__pair_write(&c->ack, pos, events);
+    sl__pair_write(&c->ack, ch->c_commit, ch->c_commit_events, pos, events);
     ch->c_commit = pos;
+    ch->c_commit_events = events;
     /* Dekker again: the producer stores room_wanted, announces its sleep (seq_cst) and re-reads commit;
      * we store commit, fence, and read room_wanted. Either we see its new room_wanted, or it sees our
      * commit and does not sleep. */
@@ -422,12 +430,13 @@ uint64_t sl_chan_asked(const sl_chan_t *ch) { return atomic_load_explicit(&ch->c
 
 uint64_t sl_chan_skip_corrupt(sl_chan_t *ch)
 {
-    uint64_t head = sl__pair_bytes(&ch->ctl->pub);
+    uint64_t head, sent;
+    sl__pair_read(&ch->ctl->pub, &head, &sent);
     uint64_t skipped = head - ch->c_read;
-    /* The events count cannot be known for bytes that cannot be parsed; count them from sent. */
+    /* The events count cannot be known for bytes that cannot be parsed; take it from sent. */
     ch->c_read = head;
     ch->c_head = head;
-    ch->c_read_events = sl__pair_events(&ch->ctl->pub);
+    ch->c_read_events = sent;
     return skipped;
 }
 
