@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -224,6 +225,49 @@ static void test_random_kills_lose_nothing(void **state)
     assert_true(dups <= (uint64_t)kills * 1000); /* at most max_demand per kill */
 }
 
+/* The master SIGKILLed: its workers are told (PR_SET_PDEATHSIG), the source stops, the stages drain what
+ * the channels hold into the sink, and every worker exits: no orphan keeps running, nothing is lost. */
+static void test_master_killed_leaves_no_orphan(void **state)
+{
+    sl_th_t *th = *state;
+    assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, 1), 0); /* orphans become ours to reap */
+    sl_th_config(th, "pipeline: { name: orphans }\n"
+                     "metrics: { summary_interval: 100ms }\n"
+                     "sources: [ { name: fleet, type: generator, devices: 100, rate: 200_000 } ]\n"
+                     "stages: [ { name: relay, type: passthrough, from: fleet, concurrency: 2,\n"
+                     "            dispatcher: partition, partition_by: key } ]\n"
+                     "sinks: [ { name: out, type: null, from: relay, verify_sequence: true } ]\n");
+    sl_th_start(th, "run", NULL);
+    assert_true(sl_th_wait_log(th, "[summary]", 30000));
+    pid_t kids[16];
+    size_t n = sl_th_children(th->pid, kids, 16);
+    assert_int_equal(n, 4);
+    kill(th->pid, SIGKILL);
+    assert_true(sl_th_wait(th, 10000));
+    uint64_t deadline = sl_now_ns() + 30 * SL_NS_PER_S;
+    size_t gone = 0;
+    while (gone < n && sl_now_ns() < deadline) {
+        int status;
+        pid_t r = waitpid(-1, &status, WNOHANG);
+        if (r > 0) {
+            for (size_t i = 0; i < n; i++)
+                gone += kids[i] == r;
+            continue;
+        }
+        pause_ms(5);
+    }
+    prctl(PR_SET_CHILD_SUBREAPER, 0);
+    if (gone < n) {
+        for (size_t i = 0; i < n; i++)
+            kill(kids[i], SIGKILL);
+        fail_msg("%zu of %zu workers still ran 30 s after the master died; log:\n%s", n - gone, n, sl_th_log(th));
+    }
+    uint64_t generated = number(th, "generated ", "generated ");
+    assert_true(generated > 0);
+    assert_int_equal(number(th, "verify:", "lost "), 0);
+    assert_int_equal(number(th, "verify:", "verify: ") - number(th, "verify:", "duplicates "), generated);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -233,6 +277,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rest_for_one_restarts_the_rest, setup, teardown),
         cmocka_unit_test_setup_teardown(test_watchdog_recovers_a_hang, setup, teardown),
         cmocka_unit_test_setup_teardown(test_random_kills_lose_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_master_killed_leaves_no_orphan, setup, teardown),
     };
     return cmocka_run_group_tests_name("supervision", tests, NULL, NULL);
 }
