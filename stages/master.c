@@ -109,20 +109,6 @@ static void sl__human(char *buf, size_t len, double v)
         snprintf(buf, len, "%.0f", v);
 }
 
-/* Events queued in the instance's input channels: published and not yet acknowledged. */
-static uint64_t sl__node_queue(const sl_runtime_t *rt, size_t node)
-{
-    uint64_t q = 0;
-    for (size_t i = rt->node_first[node]; i < rt->node_first[node + 1]; i++) {
-        for (uint32_t c = 0; c < rt->inst[i].n_in; c++) {
-            sl_chan_stat_t st;
-            sl_chan_stat(rt->inst[i].in[c], &st);
-            q += st.sent - st.commit_events;
-        }
-    }
-    return q;
-}
-
 static void sl__summary(sl_master_t *m, bool final)
 {
     sl_runtime_t *rt = m->rt;
@@ -138,7 +124,7 @@ static void sl__summary(sl_master_t *m, bool final)
         char a[32], r[32], q[32];
         sl__human(a, sizeof a, (double)count);
         sl__human(r, sizeof r, dt > 0 ? (double)(count - m->last_counts[n]) / dt : 0);
-        sl__human(q, sizeof q, (double)sl__node_queue(rt, n));
+        sl__human(q, sizeof q, (double)t.queued);
         m->last_counts[n] = count;
         len += (size_t)snprintf(line + len, sizeof line - len, "%s%s %s %s", n ? " | " : "", node->name,
                                 node->role == SL_ROLE_SOURCE ? "out" : "in", a);
@@ -152,6 +138,9 @@ static void sl__summary(sl_master_t *m, bool final)
             len += (size_t)snprintf(line + len, sizeof line - len, " dup %llu", (unsigned long long)t.redelivered);
         if (t.restarts)
             len += (size_t)snprintf(line + len, sizeof line - len, " restarts %llu", (unsigned long long)t.restarts);
+        if (t.quarantined)
+            len +=
+                (size_t)snprintf(line + len, sizeof line - len, " quarantined %llu", (unsigned long long)t.quarantined);
     }
     m->last_summary_ns = now;
     sl_log(SL_LOG_INFO, final ? "total" : "summary", 0, "%s", line);

@@ -170,5 +170,12 @@ void sl_runtime_node_totals(const sl_runtime_t *rt, size_t node, sl_node_totals_
         t->failed += atomic_load_explicit(&s->failed, memory_order_relaxed);
         t->redelivered += atomic_load_explicit(&s->redelivered, memory_order_relaxed);
         t->restarts += atomic_load_explicit(&s->restarts, memory_order_relaxed);
+        t->quarantined += atomic_load_explicit(&s->quarantined, memory_order_relaxed);
+        for (uint32_t c = 0; c < rt->inst[i].n_in; c++) {
+            sl_chan_stat_t st;
+            sl_chan_stat(rt->inst[i].in[c], &st);
+            t->queued += st.sent - st.commit_events;
+            t->demand += st.asked > st.sent ? st.asked - st.sent : 0;
+        }
     }
 }

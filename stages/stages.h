@@ -237,7 +237,9 @@ int sl_runtime_run(sl_runtime_t *rt);
 
 /* Totals over the instances of a node, for summaries and tests. */
 typedef struct sl_node_totals_s {
-    uint64_t events_in, events_out, bytes_in, bytes_out, failed, redelivered, restarts;
+    uint64_t events_in, events_out, bytes_in, bytes_out, failed, redelivered, restarts, quarantined;
+    uint64_t queued; /* events published to its inputs and not yet acknowledged */
+    uint64_t demand; /* events it asked for on its inputs and has not been sent yet */
 } sl_node_totals_t;
 void sl_runtime_node_totals(const sl_runtime_t *rt, size_t node, sl_node_totals_t *t);
 

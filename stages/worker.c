@@ -63,7 +63,7 @@ struct sl_ctx_s {
     uint32_t rr;
     bool idle; /* a producer that had demand and emitted nothing: wait for its timer or a wake */
     /* Local totals, copied to the stats slot once per pass (events_out by the external thread itself). */
-    uint64_t in, out, bytes_in, failed, redelivered, corrupt;
+    uint64_t in, out, bytes_in, bytes_out, failed, redelivered, corrupt;
 };
 
 void sl_event_from_rec(sl_event_t *ev, const sl_rec_t *rec)
@@ -83,16 +83,20 @@ void sl_event_from_rec(sl_event_t *ev, const sl_rec_t *rec)
 int sl_emit(sl_ctx_t *ctx, const sl_emit_t *em)
 {
     int rc = sl__out_emit(ctx->inst, &ctx->stash, em, NULL, false);
-    if (rc == 0)
+    if (rc == 0) {
         ctx->out++;
+        ctx->bytes_out += sl_rec_body_len(em->topic_len, em->key_len, em->attr_len, em->payload_len);
+    }
     return rc;
 }
 
 int sl_emit_event(sl_ctx_t *ctx, const sl_event_t *ev)
 {
     int rc = sl__out_emit(ctx->inst, &ctx->stash, NULL, ev->rec, false);
-    if (rc == 0)
+    if (rc == 0) {
         ctx->out++;
+        ctx->bytes_out += ev->rec->len;
+    }
     return rc;
 }
 
@@ -224,8 +228,10 @@ static uint64_t sl__ctx_publish_stats(sl_ctx_t *ctx)
     uint64_t now = sl_now_ns();
     sl_stats_slot_t *s = ctx->inst->stats;
     atomic_store_explicit(&s->events_in, ctx->in, memory_order_relaxed);
-    if (!ctx->external)
+    if (!ctx->external) {
         atomic_store_explicit(&s->events_out, ctx->out, memory_order_relaxed);
+        atomic_store_explicit(&s->bytes_out, ctx->bytes_out, memory_order_relaxed);
+    }
     atomic_store_explicit(&s->bytes_in, ctx->bytes_in, memory_order_relaxed);
     atomic_store_explicit(&s->failed, ctx->failed, memory_order_relaxed);
     atomic_store_explicit(&s->redelivered, ctx->redelivered, memory_order_relaxed);
@@ -302,6 +308,7 @@ static int sl__ctx_init(sl_ctx_t *ctx, sl_runtime_t *rt, sl_inst_t *inst)
     ctx->in = atomic_load_explicit(&s->events_in, memory_order_relaxed);
     ctx->out = ctx->ext_out = atomic_load_explicit(&s->events_out, memory_order_relaxed);
     ctx->bytes_in = atomic_load_explicit(&s->bytes_in, memory_order_relaxed);
+    ctx->bytes_out = atomic_load_explicit(&s->bytes_out, memory_order_relaxed);
     ctx->failed = atomic_load_explicit(&s->failed, memory_order_relaxed);
     ctx->redelivered = atomic_load_explicit(&s->redelivered, memory_order_relaxed);
     ctx->corrupt = atomic_load_explicit(&s->corrupt, memory_order_relaxed);
