@@ -136,7 +136,7 @@ static void test_one_for_all_restarts_all_in_order(void **state)
         assert_int_equal(starts(th, j), 2);
     /* After the first crash: siblings terminated in reverse start order, then all started in order. */
     const char *log = sl_th_log(th);
-    long crash = find_from(log, 0, "crashed: killed by signal 11");
+    long crash = find_from(log, 0, ": crashed: "); /* a signal, or an exit code under ASan */
     assert_true(crash >= 0);
     long prev = crash;
     for (int j = 0; j < 3; j++) {
