@@ -11,6 +11,7 @@
  * "<role section>.<type>"); the runtime then reads them with sl_conf_int() and friends.
  */
 #include "config/config_int.h"
+#include "sinks/sinks.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -202,6 +203,36 @@ static const sl__key_t sl__keys[] = {
      "Check that each device's sequence numbers arrive without gaps (duplicates are counted)."},
     {"sinks.null", "verify_state", SL_PARAM_STRING, "", NULL, NULL, NULL, NULL, SL__NOCHECK, 0,
      "File (one per instance: PATH.<n>) that keeps the sequence check across restarts of the sink; empty = memory."},
+
+    {"sinks.file", "dir", SL_PARAM_STRING, NULL, NULL, NULL, NULL, NULL, sl__check_nonempty, "non-empty",
+     SL__KEY_REQUIRED, "Base directory (created if missing); every file lands below it."},
+    {"sinks.file", "path", SL_PARAM_STRING, "%Y/%m/%d/%H.ndjson", NULL, NULL, NULL, NULL, sl_sink_file_path_check,
+     "relative; strftime `%Y`.. (UTC receive time), `{key}`, `{topic}`, `{ATTRIBUTE}`", 0,
+     "File path template under dir; values are sanitised, and `-INSTANCE-N` goes before the extensions."},
+    {"sinks.file", "format", SL_PARAM_ENUM, "ndjson", NULL, NULL, NULL, "ndjson|raw", SL__NOCHECK, 0,
+     "ndjson: one envelope per line (topic, key, qos, received_ns, attributes, payload or payload_base64); "
+     "raw: the payload and a newline."},
+    {"sinks.file", "compression", SL_PARAM_ENUM, "none", NULL, NULL, NULL, "none|gzip|zstd", SL__NOCHECK, 0,
+     "Each batch becomes one gzip member or zstd frame (concatenated, as gzip -d and zstd -d read them)."},
+    {"sinks.file", "compression_level", SL_PARAM_INT, "0", NULL, "0", "19", NULL, SL__NOCHECK, 0,
+     "gzip 1-9 or zstd 1-19; 0 = the codec's default (gzip 6, zstd 3)."},
+    {"sinks.file", "rotate_size", SL_PARAM_SIZE, "128MiB", NULL, "1KiB", "1TiB", NULL, SL__NOCHECK, 0,
+     "Complete a file (rename NAME.part to NAME) once it holds this many bytes (as written, compressed)."},
+    {"sinks.file", "rotate_age", SL_PARAM_DURATION, "1h", NULL, "0s", "30d", NULL, SL__NOCHECK, 0,
+     "Complete a file this long after it was opened; 0s = no age limit."},
+    {"sinks.file", "sync", SL_PARAM_ENUM, "batch", NULL, NULL, NULL, "none|batch|interval", SL__NOCHECK, 0,
+     "When events are acknowledged: none = once written, batch = after the batch's fdatasync, "
+     "interval = after the next periodic fdatasync."},
+    {"sinks.file", "sync_interval", SL_PARAM_DURATION, "1s", NULL, "1ms", "1h", NULL, SL__NOCHECK, 0,
+     "Period of the fdatasync with sync: interval."},
+    {"sinks.file", "batch_size", SL_PARAM_COUNT, "1000", NULL, "1", "1_000_000", NULL, SL__NOCHECK, 0,
+     "Events per batch (per file); a full batch is written at once."},
+    {"sinks.file", "batch_bytes", SL_PARAM_SIZE, "1MiB", NULL, "1KiB", "256MiB", NULL, SL__NOCHECK, 0,
+     "A batch is written once its events take this many bytes."},
+    {"sinks.file", "batch_timeout", SL_PARAM_DURATION, "1s", NULL, "1ms", "1h", NULL, SL__NOCHECK, 0,
+     "A batch is written this long after its first event at the latest."},
+    {"sinks.file", "max_open_files", SL_PARAM_COUNT, "64", NULL, "1", "4096", NULL, SL__NOCHECK, 0,
+     "Files open at once per instance; past it the least recently used file is completed."},
 };
 
 static const sl__type_t sl__types[] = {
@@ -212,6 +243,7 @@ static const sl__type_t sl__types[] = {
     {SL_ROLE_STAGE, "passthrough", "stages.passthrough", "Forwards every event unchanged."},
     {SL_ROLE_STAGE, "chaos", "stages.chaos", "Forwards events and misbehaves on purpose, for testing supervision."},
     {SL_ROLE_SINK, "null", "sinks.null", "Acknowledges and discards every event."},
+    {SL_ROLE_SINK, "file", "sinks.file", "Batches to files: NDJSON or raw, gzip or zstd, rotation, acknowledged at the sync level."},
 };
 
 static const sl__schema_t sl__builtin = {

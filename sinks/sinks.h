@@ -9,4 +9,10 @@
 /* `null`: discards events after counting them; optionally verifies per-device sequence numbers. */
 extern const sl_stage_ops_t sl_sink_null_ops;
 
+/* `file`: batches to files (NDJSON or raw lines, gzip or zstd, rotation, NAME.part then rename),
+ * acknowledged at the configured durability. */
+extern const sl_stage_ops_t sl_sink_file_ops;
+/* Checks a file sink path template (for the schema): 0, or SL_EINVAL and *why. Any thread. */
+int sl_sink_file_path_check(const char *text, const char **why);
+
 #endif /* SL_SINKS_H */

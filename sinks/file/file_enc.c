@@ -1,0 +1,399 @@
+/*
+ * Encoding and compression of the file sink's batches.
+ *
+ * Formats: `ndjson` writes one envelope object per line (topic, key, qos, receive time, attributes, and
+ * the payload inline when it is one valid JSON value without a raw newline, else base64 in
+ * payload_base64); `raw` writes the payload bytes and a newline. A batch is encoded into one reused
+ * buffer, then compressed as one complete gzip member or zstd frame: concatenated members and frames are
+ * valid files for gzip -d and zstd -d, every acknowledged batch is readable on its own, and a file left by
+ * a crash can be cut back to its last complete unit (sl__codec_valid_prefix).
+ *
+ * No allocation per event: buffers grow geometrically and are kept for the life of the instance.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include "sinks/file/file_int.h"
+
+int sl__buf_reserve(sl_buf_t *b, size_t more)
+{
+    if (b->len + more <= b->cap)
+        return 0;
+    size_t cap = b->cap ? b->cap : 65536;
+    while (cap < b->len + more)
+        cap *= 2;
+    uint8_t *p = realloc(b->p, cap);
+    if (p == NULL)
+        return SL_ENOMEM;
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+void sl__buf_free(sl_buf_t *b)
+{
+    free(b->p);
+    memset(b, 0, sizeof *b);
+}
+
+/* ---- a small JSON validator (RFC 8259 grammar; no allocation, bounded depth) ---- */
+
+typedef struct {
+    const uint8_t *p, *end;
+    int depth;
+} sl_js_t;
+
+static void sl__js_ws(sl_js_t *j)
+{
+    while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\r'))
+        j->p++;
+}
+
+static bool sl__js_value(sl_js_t *j);
+
+static bool sl__js_string(sl_js_t *j)
+{
+    j->p++; /* the opening quote */
+    while (j->p < j->end) {
+        uint8_t c = *j->p++;
+        if (c == '"')
+            return true;
+        if (c < 0x20)
+            return false;
+        if (c != '\\')
+            continue;
+        if (j->p >= j->end)
+            return false;
+        c = *j->p++;
+        if (c == 'u') {
+            for (int i = 0; i < 4; i++, j->p++)
+                if (j->p >= j->end || !((*j->p >= '0' && *j->p <= '9') || ((*j->p | 0x20) >= 'a' && (*j->p | 0x20) <= 'f')))
+                    return false;
+        } else if (!strchr("\"\\/bfnrt", c) || c == 0) {
+            return false;
+        }
+    }
+    return false;
+}
+
+static bool sl__js_digits(sl_js_t *j)
+{
+    const uint8_t *s = j->p;
+    while (j->p < j->end && *j->p >= '0' && *j->p <= '9')
+        j->p++;
+    return j->p > s;
+}
+
+static bool sl__js_number(sl_js_t *j)
+{
+    if (*j->p == '-')
+        j->p++;
+    if (j->p < j->end && *j->p == '0')
+        j->p++;
+    else if (!sl__js_digits(j))
+        return false;
+    if (j->p < j->end && *j->p == '.' && (j->p++, !sl__js_digits(j)))
+        return false;
+    if (j->p < j->end && (*j->p | 0x20) == 'e') {
+        j->p++;
+        if (j->p < j->end && (*j->p == '+' || *j->p == '-'))
+            j->p++;
+        if (!sl__js_digits(j))
+            return false;
+    }
+    return true;
+}
+
+static bool sl__js_container(sl_js_t *j, uint8_t close)
+{
+    if (++j->depth > 64)
+        return false;
+    j->p++;
+    sl__js_ws(j);
+    if (j->p < j->end && *j->p == close) {
+        j->p++, j->depth--;
+        return true;
+    }
+    for (;;) {
+        sl__js_ws(j);
+        if (close == '}') {
+            if (j->p >= j->end || *j->p != '"' || !sl__js_string(j))
+                return false;
+            sl__js_ws(j);
+            if (j->p >= j->end || *j->p++ != ':')
+                return false;
+        }
+        if (!sl__js_value(j))
+            return false;
+        sl__js_ws(j);
+        if (j->p >= j->end)
+            return false;
+        uint8_t c = *j->p++;
+        if (c == close) {
+            j->depth--;
+            return true;
+        }
+        if (c != ',')
+            return false;
+    }
+}
+
+static bool sl__js_lit(sl_js_t *j, const char *w, size_t n)
+{
+    if ((size_t)(j->end - j->p) < n || memcmp(j->p, w, n) != 0)
+        return false;
+    j->p += n;
+    return true;
+}
+
+static bool sl__js_value(sl_js_t *j)
+{
+    sl__js_ws(j);
+    if (j->p >= j->end)
+        return false;
+    switch (*j->p) {
+    case '{': return sl__js_container(j, '}');
+    case '[': return sl__js_container(j, ']');
+    case '"': return sl__js_string(j);
+    case 't': return sl__js_lit(j, "true", 4);
+    case 'f': return sl__js_lit(j, "false", 5);
+    case 'n': return sl__js_lit(j, "null", 4);
+    default: return (*j->p == '-' || (*j->p >= '0' && *j->p <= '9')) && sl__js_number(j);
+    }
+}
+
+bool sl__json_valid(const uint8_t *p, size_t n)
+{
+    /* '\n' is not accepted as whitespace: an inlined payload must stay on its line. */
+    sl_js_t j = {p, p + n, 0};
+    if (!sl__js_value(&j))
+        return false;
+    sl__js_ws(&j);
+    return j.p == j.end;
+}
+
+/* ---- NDJSON envelope ---- */
+
+static void sl__put(sl_buf_t *b, const void *s, size_t n)
+{
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+
+/* A JSON string of arbitrary bytes: worst case 6 bytes per input byte plus quotes. */
+static void sl__put_jstr(sl_buf_t *b, const uint8_t *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    b->p[b->len++] = '"';
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = s[i];
+        if (c == '"' || c == '\\') {
+            b->p[b->len++] = '\\';
+            b->p[b->len++] = c;
+        } else if (c < 0x20 || c == 0x7f) {
+            sl__put(b, "\\u00", 4);
+            b->p[b->len++] = hex[c >> 4];
+            b->p[b->len++] = hex[c & 15];
+        } else {
+            b->p[b->len++] = c;
+        }
+    }
+    b->p[b->len++] = '"';
+}
+
+static void sl__put_b64(sl_buf_t *b, const uint8_t *s, size_t n)
+{
+    static const char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t i = 0;
+    for (; i + 3 <= n; i += 3) {
+        uint32_t v = (uint32_t)s[i] << 16 | (uint32_t)s[i + 1] << 8 | s[i + 2];
+        uint8_t *o = b->p + b->len;
+        o[0] = t[v >> 18], o[1] = t[(v >> 12) & 63], o[2] = t[(v >> 6) & 63], o[3] = t[v & 63];
+        b->len += 4;
+    }
+    if (i < n) {
+        uint32_t v = (uint32_t)s[i] << 16 | (i + 1 < n ? (uint32_t)s[i + 1] << 8 : 0);
+        uint8_t *o = b->p + b->len;
+        o[0] = t[v >> 18], o[1] = t[(v >> 12) & 63];
+        o[2] = i + 1 < n ? t[(v >> 6) & 63] : '=';
+        o[3] = '=';
+        b->len += 4;
+    }
+}
+
+static int sl__enc_ndjson(sl_buf_t *b, const sl_event_t *ev)
+{
+    size_t need = 160 + 6 * ((size_t)ev->topic_len + ev->key_len + ev->attr_len) + 2 * (size_t)ev->payload_len + 8;
+    if (sl__buf_reserve(b, need) != 0)
+        return SL_ENOMEM;
+    sl__put(b, "{\"topic\":", 9);
+    sl__put_jstr(b, (const uint8_t *)ev->topic, ev->topic_len);
+    sl__put(b, ",\"key\":", 7);
+    sl__put_jstr(b, ev->key, ev->key_len);
+    b->len += (size_t)snprintf((char *)b->p + b->len, 64, ",\"qos\":%u,\"received_ns\":%llu",
+                               ev->rec ? ev->rec->qos : 0, (unsigned long long)ev->ingest_ns);
+    sl__put(b, ",\"attributes\":{", 15);
+    const uint8_t *a = ev->attrs, *end = ev->attrs + ev->attr_len;
+    bool first = true;
+    while (end - a >= 4) {
+        uint16_t nl, vl;
+        memcpy(&nl, a, 2);
+        memcpy(&vl, a + 2, 2);
+        if ((size_t)(end - a - 4) < (size_t)nl + vl)
+            break; /* framing was checked by the channel; a short tail is ignored, not followed */
+        if (!first)
+            b->p[b->len++] = ',';
+        sl__put_jstr(b, a + 4, nl);
+        b->p[b->len++] = ':';
+        sl__put_jstr(b, a + 4 + nl, vl);
+        first = false;
+        a += 4 + (size_t)nl + vl;
+    }
+    b->p[b->len++] = '}';
+    bool binary = ev->rec && (ev->rec->flags & SL_REC_BINARY);
+    if (!binary && sl__json_valid(ev->payload, ev->payload_len)) {
+        sl__put(b, ",\"payload\":", 11);
+        sl__put(b, ev->payload, ev->payload_len);
+    } else {
+        sl__put(b, ",\"payload_base64\":\"", 19);
+        sl__put_b64(b, ev->payload, ev->payload_len);
+        b->p[b->len++] = '"';
+    }
+    sl__put(b, "}\n", 2);
+    return 0;
+}
+
+int sl__file_encode(sl_buf_t *b, sl_file_format_t fmt, const sl_event_t *ev)
+{
+    if (fmt == SL_FILE_FMT_NDJSON)
+        return sl__enc_ndjson(b, ev);
+    if (sl__buf_reserve(b, (size_t)ev->payload_len + 1) != 0)
+        return SL_ENOMEM;
+    sl__put(b, ev->payload, ev->payload_len);
+    b->p[b->len++] = '\n';
+    return 0;
+}
+
+/* ---- codecs ---- */
+
+struct sl_codec_s {
+    sl_file_comp_t comp;
+    int level;
+    z_stream z;
+    bool z_init;
+    ZSTD_CCtx *zc;
+};
+
+int sl__codec_new(sl_file_comp_t comp, int level, sl_codec_t **out)
+{
+    sl_codec_t *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return SL_ENOMEM;
+    c->comp = comp;
+    c->level = level;
+    if (comp == SL_FILE_COMP_GZIP) {
+        /* windowBits 15 + 16: a gzip header and trailer around the deflate stream. */
+        if (deflateInit2(&c->z, level ? level : Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8,
+                         Z_DEFAULT_STRATEGY) != Z_OK) {
+            free(c);
+            return SL_ENOMEM;
+        }
+        c->z_init = true;
+    } else if (comp == SL_FILE_COMP_ZSTD) {
+        c->zc = ZSTD_createCCtx();
+        if (c->zc == NULL || ZSTD_isError(ZSTD_CCtx_setParameter(c->zc, ZSTD_c_compressionLevel,
+                                                                 level ? level : ZSTD_CLEVEL_DEFAULT))) {
+            ZSTD_freeCCtx(c->zc);
+            free(c);
+            return SL_EINVAL;
+        }
+        ZSTD_CCtx_setParameter(c->zc, ZSTD_c_checksumFlag, 1);
+    }
+    *out = c;
+    return 0;
+}
+
+void sl__codec_destroy(sl_codec_t *c)
+{
+    if (c == NULL)
+        return;
+    if (c->z_init)
+        deflateEnd(&c->z);
+    ZSTD_freeCCtx(c->zc);
+    free(c);
+}
+
+int sl__codec_unit(sl_codec_t *c, const uint8_t *in, size_t n, sl_buf_t *out)
+{
+    out->len = 0;
+    if (c->comp == SL_FILE_COMP_ZSTD) {
+        size_t bound = ZSTD_compressBound(n);
+        if (sl__buf_reserve(out, bound) != 0)
+            return SL_ENOMEM;
+        size_t r = ZSTD_compress2(c->zc, out->p, bound, in, n);
+        if (ZSTD_isError(r))
+            return SL_EIO;
+        out->len = r;
+        return 0;
+    }
+    size_t bound = deflateBound(&c->z, (uLong)n) + 64;
+    if (sl__buf_reserve(out, bound) != 0)
+        return SL_ENOMEM;
+    deflateReset(&c->z);
+    c->z.next_in = (Bytef *)in;
+    c->z.avail_in = (uInt)n;
+    c->z.next_out = out->p;
+    c->z.avail_out = (uInt)bound;
+    if (deflate(&c->z, Z_FINISH) != Z_STREAM_END)
+        return SL_EIO;
+    out->len = bound - c->z.avail_out;
+    return 0;
+}
+
+static size_t sl__gzip_prefix(const uint8_t *data, size_t n)
+{
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (inflateInit2(&z, 15 + 16) != Z_OK)
+        return 0;
+    uint8_t sink[16384];
+    size_t good = 0;
+    z.next_in = (Bytef *)data;
+    z.avail_in = (uInt)n;
+    for (;;) {
+        z.next_out = sink;
+        z.avail_out = sizeof sink;
+        int rc = inflate(&z, Z_NO_FLUSH);
+        if (rc == Z_STREAM_END) {
+            good = n - z.avail_in;
+            if (z.avail_in == 0 || inflateReset(&z) != Z_OK)
+                break;
+            continue;
+        }
+        if (rc != Z_OK)
+            break; /* a truncated or corrupt member: cut before it */
+    }
+    inflateEnd(&z);
+    return good;
+}
+
+size_t sl__codec_valid_prefix(sl_file_comp_t comp, const uint8_t *data, size_t n)
+{
+    if (comp == SL_FILE_COMP_GZIP)
+        return sl__gzip_prefix(data, n);
+    if (comp == SL_FILE_COMP_ZSTD) {
+        size_t good = 0;
+        while (good < n) {
+            size_t f = ZSTD_findFrameCompressedSize(data + good, n - good);
+            if (ZSTD_isError(f))
+                break;
+            good += f;
+        }
+        return good;
+    }
+    while (n > 0 && data[n - 1] != '\n')
+        n--;
+    return n;
+}

@@ -1,0 +1,199 @@
+/*
+ * Private interface of the `file` sink (sinks/file/): path templates (file_path.c), encoding and
+ * compression of a batch (file_enc.c), files on disk (file_io.c) and the stage callbacks (file.c).
+ *
+ * Invariants:
+ *  - An event is acknowledged only after the batch holding it was written to its file and reached the
+ *    configured durability (`sync`): none = write(2) returned, batch = fdatasync after the batch,
+ *    interval = the next periodic fdatasync. Until then its view in the input channel stays valid (the
+ *    runtime commits only acknowledged prefixes), so the sink keeps views, never copies.
+ *  - Every batch is written as one self-contained unit (a complete gzip member or zstd frame, or whole
+ *    lines), with one pwrite at the file's known end. A write that fails is cut back (ftruncate) to that
+ *    end, so a file never holds half a batch while sluice runs, and a file left by a crash is cut back to
+ *    its last complete unit before it is renamed (recovery).
+ *  - A file is written as NAME.part and renamed to NAME once complete (rotation, drain), so readers never
+ *    see half a file. The .part files an instance has open are listed in its state file under the base
+ *    directory, so a restarted instance finalises what its predecessor left.
+ *  - Expanded paths never leave the base directory: attribute values are sanitised (no '/', NUL, control
+ *    characters, and no component that is "." or ".."), and the whole relative path is checked again.
+ */
+#ifndef SL_SINK_FILE_INT_H
+#define SL_SINK_FILE_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "sinks/sinks.h"
+
+#define SL_FILE_PATH_MAX 1024
+#define SL_FILE_VALUE_MAX 128 /* bytes of one attribute value in a path; longer values are cut */
+
+/* X(enum suffix, yaml spelling) */
+#define SL_FILE_FORMAT_MAP(X) X(NDJSON, "ndjson") X(RAW, "raw")
+#define SL_FILE_COMP_MAP(X) X(NONE, "none") X(GZIP, "gzip") X(ZSTD, "zstd")
+#define SL_FILE_SYNC_MAP(X) X(NONE, "none") X(BATCH, "batch") X(INTERVAL, "interval")
+
+typedef enum {
+#define SL_X(n, s) SL_FILE_FMT_##n,
+    SL_FILE_FORMAT_MAP(SL_X)
+#undef SL_X
+} sl_file_format_t;
+typedef enum {
+#define SL_X(n, s) SL_FILE_COMP_##n,
+    SL_FILE_COMP_MAP(SL_X)
+#undef SL_X
+} sl_file_comp_t;
+typedef enum {
+#define SL_X(n, s) SL_FILE_SYNC_##n,
+    SL_FILE_SYNC_MAP(SL_X)
+#undef SL_X
+} sl_file_sync_t;
+
+/* ---- path templates (file_path.c) ---- */
+
+typedef enum { SL_TPL_LIT, SL_TPL_TIME, SL_TPL_KEY, SL_TPL_TOPIC, SL_TPL_ATTR } sl_tpl_kind_t;
+
+typedef struct sl_tpl_seg_s {
+    sl_tpl_kind_t kind;
+    char *text; /* LIT: the text; TIME: the strftime format; ATTR: the attribute name */
+    size_t len;
+    /* TIME: the formatted text of the cached second (one strftime per second, not per event). */
+    int64_t cached_sec;
+    char cached[128];
+    size_t cached_len;
+} sl_tpl_seg_t;
+
+typedef struct sl_tpl_s {
+    sl_tpl_seg_t *segs;
+    size_t n;
+} sl_tpl_t;
+
+/* Compiles a template: literal text, strftime conversions (%Y ...), {key}, {topic} and {ATTRIBUTE}.
+ * Returns 0, or SL_EINVAL with *why set (a literal part that is absolute or has a "." / ".." component,
+ * an unclosed brace). The template owns its memory: free with sl__tpl_free. */
+int sl__tpl_compile(sl_tpl_t *tpl, const char *text, const char **why);
+void sl__tpl_free(sl_tpl_t *tpl);
+/* Expands tpl for ev (time from its ingest_ns, UTC) into out[cap]. Returns the length, or SL_ENAMETOOLONG
+ * style SL_ERANGE when it does not fit, or SL_EINVAL when the result is not a safe relative path (cannot
+ * happen with a compiled template and sanitised values; checked anyway). */
+int sl__tpl_expand(sl_tpl_t *tpl, const sl_event_t *ev, char *out, size_t cap);
+/* Appends value[0..len) to out at *o sanitised for a path component; returns false when it does not fit. */
+bool sl__path_put_value(char *out, size_t cap, size_t *o, const uint8_t *value, size_t len);
+/* True when rel is a relative path whose components are non-empty and neither "." nor "..". */
+bool sl__path_is_safe(const char *rel, size_t len);
+
+/* ---- encoding (file_enc.c) ---- */
+
+typedef struct sl_buf_s {
+    uint8_t *p;
+    size_t len, cap;
+} sl_buf_t;
+
+int sl__buf_reserve(sl_buf_t *b, size_t more);
+void sl__buf_free(sl_buf_t *b);
+
+/* Appends one event in the format (with its trailing newline) to b. */
+int sl__file_encode(sl_buf_t *b, sl_file_format_t fmt, const sl_event_t *ev);
+/* True when p[0..n) is one complete JSON value with no raw newline (it can be inlined in an NDJSON line). */
+bool sl__json_valid(const uint8_t *p, size_t n);
+
+typedef struct sl_codec_s sl_codec_t;
+/* A compressor reused for every batch of an instance. level 0 = the codec's default. */
+int sl__codec_new(sl_file_comp_t comp, int level, sl_codec_t **out);
+void sl__codec_destroy(sl_codec_t *c);
+/* Compresses in[0..n) into out (replacing its content) as one complete gzip member / zstd frame. */
+int sl__codec_unit(sl_codec_t *c, const uint8_t *in, size_t n, sl_buf_t *out);
+/* The length of the longest prefix of data[0..n) made of complete units of comp (whole lines for none):
+ * where a file left by a crash is cut back to. */
+size_t sl__codec_valid_prefix(sl_file_comp_t comp, const uint8_t *data, size_t n);
+
+/* ---- files (file_io.c) ---- */
+
+typedef struct sl_file_s sl_file_t;
+typedef struct sl_fsink_s sl_fsink_t;
+
+/* Opens f's NAME.part under the base directory (creating directories), choosing a name no file has. */
+int sl__file_open(sl_fsink_t *fs, sl_file_t *f);
+/* Writes data at f's end; on failure cuts the file back and returns a negative errno (nothing written). */
+int sl__file_write(sl_fsink_t *fs, sl_file_t *f, const uint8_t *data, size_t n);
+/* Syncs (unless sync: none), closes and renames NAME.part to NAME; an empty file is removed instead. */
+int sl__file_finish(sl_fsink_t *fs, sl_file_t *f);
+/* Rewrites the state file listing the .part files this instance has open. */
+int sl__file_state_save(sl_fsink_t *fs);
+/* Finalises the .part files listed in the state file left by a predecessor. Returns how many. */
+int sl__file_recover(sl_fsink_t *fs);
+
+/* ---- the sink (file.c) ---- */
+
+/* One pending event: a view into the input channel, valid until acknowledged. */
+typedef struct sl_pend_s {
+    sl_event_t ev;
+    uint32_t next; /* next in its list, or SL_PEND_NIL */
+} sl_pend_t;
+#define SL_PEND_NIL UINT32_MAX
+
+typedef struct sl_plist_s {
+    uint32_t head, tail, n;
+} sl_plist_t;
+
+struct sl_file_s {
+    char rel[SL_FILE_PATH_MAX]; /* the expanded template: the batch key */
+    size_t rel_len;
+    uint32_t hash;
+    char final[SL_FILE_PATH_MAX + 32]; /* relative to the base directory, once opened */
+    int fd;                            /* -1 until opened */
+    uint64_t size;                     /* bytes written */
+    uint64_t opened_ns;                /* monotonic */
+    uint64_t used_ns;                  /* last batch, for closing the least recently used */
+    sl_plist_t batch;                  /* taken, not written yet */
+    size_t batch_bytes;
+    uint64_t batch_first_ns; /* monotonic time of the batch's first event */
+    sl_plist_t unsynced;     /* written, waiting for the interval fdatasync */
+    bool in_use;
+};
+
+struct sl_fsink_s {
+    sl_ctx_t *ctx;
+    const char *who;
+    /* Configuration. */
+    char *dir;
+    int dirfd;
+    sl_tpl_t tpl;
+    sl_file_format_t fmt;
+    sl_file_comp_t comp;
+    sl_file_sync_t sync;
+    uint64_t rotate_size, rotate_age_ns, sync_interval_ns;
+    uint64_t batch_size, batch_bytes, batch_timeout_ns;
+    uint32_t max_open;
+    uint32_t hold_limit; /* events held in batches before every batch is written (see file_conf.c) */
+    uint32_t held;       /* events taken and not acknowledged */
+    uint64_t hold_bytes_limit, held_bytes; /* the same in channel bytes */
+    char state_path[300];
+    /* Files: a small array searched by hash (max_open_files is small by design). */
+    sl_file_t *files;
+    uint32_t n_files;
+    /* Pending events. */
+    sl_pend_t *pend;
+    uint32_t pend_cap, pend_free;
+    /* Scratch: encoded batch, compressed batch. */
+    sl_buf_t enc, out;
+    sl_codec_t *codec;
+    /* Backpressure: a write that failed holds everything until the retry time. */
+    bool blocked, episode;
+    int blocked_err;
+    uint64_t retry_ns, blocked_since_ns, blocked_episodes, blocked_retries;
+    uint64_t next_sync_ns;
+    sl_plist_t deferred; /* taken while blocked or without a free file slot, in arrival order */
+    /* Figures. */
+    uint64_t files_done, events_written, bytes_written, recovered, evictions;
+    uint32_t seq; /* file name counter */
+};
+
+/* file_conf.c: reads the node's keys and prepares the instance (base directory, template, codec,
+ * recovery). Returns 0 or a negative code after logging why (the worker then cannot start). */
+int sl__fsink_setup(sl_ctx_t *ctx, sl_fsink_t *fs);
+void sl__fsink_free(sl_fsink_t *fs);
+
+#endif /* SL_SINK_FILE_INT_H */
