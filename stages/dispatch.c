@@ -105,23 +105,30 @@ static int sl__stash_put(sl_stash_t *st, uint32_t group, uint32_t chan, const sl
 }
 
 /* The demand dispatcher's choice: the channel with the largest grant, kept until the grant is used. */
-static uint32_t sl__pick_demand(sl_out_group_t *g)
+static uint32_t sl__pick_demand_slow(sl_out_group_t *g)
 {
-    if (g->cur_grant == 0) {
-        uint64_t best = 0;
-        for (uint32_t c = 0; c < g->n; c++) {
-            uint64_t gr = sl_chan_grant(g->chans[c], true);
-            if (gr > best) {
-                best = gr;
-                g->cur = c;
-            }
+    uint64_t best = 0;
+    for (uint32_t c = 0; c < g->n; c++) {
+        uint64_t gr = sl_chan_grant(g->chans[c], true);
+        if (gr > best) {
+            best = gr;
+            g->cur = c;
         }
-        if (best == 0)
-            return SL_STASH_ANY;
-        g->cur_grant = best;
     }
-    g->cur_grant--;
+    if (best == 0)
+        return SL_STASH_ANY;
+    g->cur_grant = best - 1;
     return g->cur;
+}
+
+/* The common case, inline: the current channel still has grant. */
+static inline uint32_t sl__pick_demand(sl_out_group_t *g)
+{
+    if (SL_LIKELY(g->cur_grant != 0)) {
+        g->cur_grant--;
+        return g->cur;
+    }
+    return sl__pick_demand_slow(g);
 }
 
 static const uint8_t *sl__attr_find(const uint8_t *p, size_t len, const char *name, size_t nlen, size_t *vlen)
@@ -181,9 +188,10 @@ static int sl__deliver(sl_inst_t *inst, sl_stash_t *st, uint32_t gi, uint32_t c,
 int sl__out_emit(sl_inst_t *inst, sl_stash_t *st, const sl_emit_t *em, const sl_rec_t *raw, bool dead_letter)
 {
     size_t len = sl__em_len(em, raw);
-    for (uint32_t gi = 0; gi < inst->n_out; gi++)
-        if (inst->out[gi].dead_letter == dead_letter && len > sl_chan_max_record(inst->out[gi].chans[0]))
-            return SL_EMSGSIZE;
+    if (SL_UNLIKELY(len > inst->max_record))
+        for (uint32_t gi = 0; gi < inst->n_out; gi++)
+            if (inst->out[gi].dead_letter == dead_letter && len > sl_chan_max_record(inst->out[gi].chans[0]))
+                return SL_EMSGSIZE;
     for (uint32_t gi = 0; gi < inst->n_out; gi++) {
         sl_out_group_t *g = &inst->out[gi];
         int rc = 0;

@@ -102,6 +102,8 @@ static int sl__rt_connect(sl_runtime_t *rt, size_t up, size_t down, bool dead_le
             rt->chans[rt->n_chans++] = ch;
             ci->in[ci->n_in++] = ch;
             g->chans[d] = ch;
+            if (pi->max_record == 0 || sl_chan_max_record(ch) < pi->max_record)
+                pi->max_record = sl_chan_max_record(ch);
         }
     }
     return 0;

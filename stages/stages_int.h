@@ -127,6 +127,7 @@ typedef struct sl_inst_s {
     uint32_t n_in;
     sl_out_group_t *out;
     uint32_t n_out;
+    size_t max_record; /* the smallest largest-record of its output channels: anything up to it fits all */
     sl_bell_t *bell;
     sl_stats_slot_t *stats;
     /* Master side. */
