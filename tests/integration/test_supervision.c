@@ -268,6 +268,24 @@ static void test_master_killed_leaves_no_orphan(void **state)
     assert_int_equal(number(th, "verify:", "verify: ") - number(th, "verify:", "duplicates "), generated);
 }
 
+/* A stage that cannot drain (it hangs) is SIGKILLed at shutdown_timeout, and the exit status and the log
+ * say so. */
+static void test_shutdown_deadline_kills_and_says_so(void **state)
+{
+    sl_th_t *th = *state;
+    sl_th_config(th, "pipeline: { name: deadline }\n"
+                     "supervision: { shutdown_timeout: 1s }\n"
+                     "sources: [ { name: fleet, type: generator, devices: 10, rate: 10_000 } ]\n"
+                     "stages: [ { name: stuck, type: chaos, from: fleet, hang_after: 100 } ]\n"
+                     "sinks: [ { name: out, type: null, from: stuck } ]\n");
+    sl_th_start(th, "run", NULL);
+    assert_true(sl_th_wait_log(th, "chaos: hanging after 100 events", 30000));
+    kill(th->pid, SIGTERM);
+    wait_exit(th, 30000, 1);
+    assert_non_null(strstr(sl_th_log(th), "stuck#0: still running at the shutdown deadline; SIGKILL"));
+    assert_non_null(strstr(sl_th_log(th), "pipeline stopped: the shutdown deadline passed"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -278,6 +296,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_watchdog_recovers_a_hang, setup, teardown),
         cmocka_unit_test_setup_teardown(test_random_kills_lose_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_master_killed_leaves_no_orphan, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shutdown_deadline_kills_and_says_so, setup, teardown),
     };
     return cmocka_run_group_tests_name("supervision", tests, NULL, NULL);
 }
