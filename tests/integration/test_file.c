@@ -1,0 +1,441 @@
+/*
+ * The file sink through the real binary: every event lands exactly once and in per-device order in
+ * gzip / zstd / plain files that rotate by size and age, with no .part left; a full disk and a read-only
+ * directory hold the stream (backpressure: the source stops) and lose nothing once space comes back; a
+ * sink killed mid-stream leaves .part files that its successor cuts back and completes; a shutdown with
+ * batches in flight writes them; an unusable base directory is "cannot start".
+ *
+ * What landed is read back with zlib and libzstd directly from the files, independently of the sink's
+ * own bookkeeping. Mounting tmpfs needs root; those tests skip otherwise.
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include "harness.h"
+
+typedef struct fstate_s {
+    sl_th_t th;
+    char out[400];  /* the sink's base directory */
+    bool mounted;   /* a tmpfs is mounted on out */
+} fstate_t;
+
+static int setup(void **state)
+{
+    fstate_t *fs = calloc(1, sizeof *fs);
+    if (fs == NULL || sl_th_init(&fs->th, "file") != 0)
+        return -1;
+    snprintf(fs->out, sizeof fs->out, "%s/out", fs->th.dir);
+    *state = fs;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fstate_t *fs = *state;
+    bool was_running = fs->th.pid > 0;
+    if (was_running) {
+        /* Its workers too, by PID: a draining sink would keep the tmpfs busy. */
+        pid_t kids[64];
+        size_t n = sl_th_children(fs->th.pid, kids, 64);
+        kill(fs->th.pid, SIGKILL);
+        for (size_t i = 0; i < n; i++)
+            kill(kids[i], SIGKILL);
+        sl_th_wait(&fs->th, 10000);
+        for (size_t i = 0; i < n; i++)
+            for (int k = 0; k < 10000 && kill(kids[i], 0) == 0; k++)
+                usleep(1000); /* polling until the process is gone */
+    }
+    if (fs->mounted) {
+        char cmd[1000];
+        snprintf(cmd, sizeof cmd, "umount '%s' || umount -l '%s'", fs->out, fs->out);
+        assert_int_equal(system(cmd), 0);
+    }
+    sl_th_cleanup(&fs->th);
+    free(fs);
+    assert_false(was_running); /* every test stops what it started */
+    return 0;
+}
+
+static void sh(const char *fmt, ...)
+{
+    char cmd[2400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    if (system(cmd) != 0)
+        fail_msg("command failed: %s", cmd);
+}
+
+static void mount_tmpfs(fstate_t *fs, const char *opts)
+{
+    if (geteuid() != 0)
+        skip();
+    mkdir(fs->out, 0755);
+    sh("mount -t tmpfs -o %s tmpfs '%s'", opts, fs->out);
+    fs->mounted = true;
+}
+
+static void assert_clean_exit(sl_th_t *th, int timeout_ms)
+{
+    if (!sl_th_wait(th, timeout_ms))
+        fail_msg("sluice still running after %d ms; log:\n%s", timeout_ms, sl_th_log(th));
+    if (!WIFEXITED(th->status) || WEXITSTATUS(th->status) != 0)
+        fail_msg("sluice exited with status 0x%x; log:\n%s", th->status, sl_th_log(th));
+}
+
+/* ---- reading back what landed ---- */
+
+typedef struct seen_s {
+    uint32_t devices, per_device;
+    uint8_t *count;    /* [devices * per_device] */
+    int64_t *last;     /* [devices]: last seq in the current file, for the order check */
+    uint64_t lines, bad_lines, out_of_order, files, parts;
+} seen_t;
+
+static seen_t *g_seen; /* nftw has no user pointer; tests run one at a time */
+
+static void seen_line(seen_t *s, const char *l, size_t n)
+{
+    const char *dev = memmem(l, n, "dev-", 4), *seq = memmem(l, n, "\"seq\":", 6);
+    s->lines++;
+    if (dev == NULL || seq == NULL || dev + 11 > l + n) {
+        s->bad_lines++;
+        return;
+    }
+    unsigned long d = strtoul(dev + 4, NULL, 10), q = strtoul(seq + 6, NULL, 10);
+    if (d >= s->devices || q >= s->per_device) {
+        s->bad_lines++;
+        return;
+    }
+    if ((int64_t)q <= s->last[d])
+        s->out_of_order++;
+    s->last[d] = (int64_t)q;
+    if (s->count[d * s->per_device + q] < 255)
+        s->count[d * s->per_device + q]++;
+}
+
+/* Decompresses (by extension) a whole file into a malloc'ed buffer. */
+static char *read_file(const char *path, size_t *len)
+{
+    size_t n = strlen(path), cap = 1 << 20, o = 0;
+    char *buf = malloc(cap);
+    if (n > 3 && strcmp(path + n - 3, ".gz") == 0) {
+        gzFile gz = gzopen(path, "rb");
+        assert_non_null(gz);
+        int r;
+        while ((r = gzread(gz, buf + o, (unsigned)(cap - o))) > 0)
+            if ((o += (size_t)r) == cap)
+                buf = realloc(buf, cap *= 2);
+        assert_true(r == 0); /* every member complete: gzread reports a truncated one */
+        gzclose(gz);
+    } else {
+        FILE *fp = fopen(path, "rb");
+        assert_non_null(fp);
+        size_t r;
+        while ((r = fread(buf + o, 1, cap - o, fp)) > 0)
+            if ((o += r) == cap)
+                buf = realloc(buf, cap *= 2);
+        fclose(fp);
+        if (n > 4 && strcmp(path + n - 4, ".zst") == 0) {
+            ZSTD_DStream *zd = ZSTD_createDStream();
+            size_t dcap = 1 << 20, left = 1;
+            ZSTD_outBuffer zo = {malloc(dcap), dcap, 0};
+            ZSTD_inBuffer zi = {buf, o, 0};
+            while (zi.pos < zi.size || left != 0) {
+                if (zo.pos == zo.size)
+                    zo.dst = realloc(zo.dst, zo.size *= 2);
+                size_t before = zi.pos + zo.pos;
+                left = ZSTD_decompressStream(zd, &zo, &zi);
+                assert_false(ZSTD_isError(left));
+                if (zi.pos + zo.pos == before && zi.pos == zi.size)
+                    break;
+            }
+            assert_int_equal(left, 0); /* the last frame is complete */
+            ZSTD_freeDStream(zd);
+            free(buf);
+            buf = zo.dst, o = zo.pos;
+        }
+    }
+    *len = o;
+    return buf;
+}
+
+static int visit(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    const char *base = path + ftw->base;
+    if (type != FTW_F || strncmp(base, ".sluice-", 8) == 0)
+        return 0;
+    size_t n = strlen(base);
+    if (n > 5 && strcmp(base + n - 5, ".part") == 0) {
+        g_seen->parts++;
+        return 0;
+    }
+    g_seen->files++;
+    size_t len;
+    char *buf = read_file(path, &len);
+    for (uint32_t d = 0; d < g_seen->devices; d++)
+        g_seen->last[d] = -1;
+    for (size_t o = 0; o < len;) {
+        char *nl = memchr(buf + o, '\n', len - o);
+        size_t l = nl ? (size_t)(nl - (buf + o)) : len - o;
+        seen_line(g_seen, buf + o, l);
+        o += l + 1;
+    }
+    free(buf);
+    return 0;
+}
+
+/* Reads every file under dir. Files of one device rotate, so order is checked within each file (and with
+ * one file per device, that is the whole stream). */
+static void collect(const char *dir, uint32_t devices, uint32_t per_device, seen_t *s)
+{
+    memset(s, 0, sizeof *s);
+    s->devices = devices, s->per_device = per_device;
+    s->count = calloc((size_t)devices * per_device, 1);
+    s->last = calloc(devices, sizeof *s->last);
+    g_seen = s;
+    assert_int_equal(nftw(dir, visit, 16, FTW_PHYS), 0);
+}
+
+/* Asserts every (device, seq) landed exactly once (at least once with dups), in order, no .part left. */
+static void assert_landed(sl_th_t *th, const char *dir, uint32_t devices, uint32_t per_device, bool dups, seen_t *out)
+{
+    seen_t s;
+    collect(dir, devices, per_device, &s);
+    uint64_t missing = 0, twice = 0;
+    for (size_t i = 0; i < (size_t)devices * per_device; i++)
+        missing += s.count[i] == 0, twice += s.count[i] > 1;
+    if (missing || (!dups && (twice || s.out_of_order)) || s.bad_lines || s.parts)
+        fail_msg("%llu lines in %llu files: missing %llu, twice %llu, out of order %llu, bad %llu, .part %llu; log:\n%s",
+                 (unsigned long long)s.lines, (unsigned long long)s.files, (unsigned long long)missing,
+                 (unsigned long long)twice, (unsigned long long)s.out_of_order, (unsigned long long)s.bad_lines,
+                 (unsigned long long)s.parts, sl_th_log(th));
+    free(s.count);
+    free(s.last);
+    if (out)
+        *out = s;
+}
+
+/* ---- tests ---- */
+
+static void test_gzip_rotation_every_event_once(void **state)
+{
+    fstate_t *fs = *state;
+    sl_th_config(&fs->th,
+                 "pipeline: { name: fgz }\n"
+                 "sources: [ { name: fleet, type: generator, count: 100_000, devices: 50 } ]\n"
+                 "sinks:\n"
+                 "  - { name: out, type: file, from: fleet, dir: '%s', path: '{device_id}/%%Y/%%m/%%d/%%H.ndjson.gz',\n"
+                 "      compression: gzip, compression_level: 1, rotate_size: 16KiB, batch_size: 200, sync: none }\n",
+                 fs->out);
+    sl_th_start(&fs->th, "run", NULL);
+    assert_clean_exit(&fs->th, 120000);
+    seen_t s;
+    assert_landed(&fs->th, fs->out, 50, 2000, false, &s);
+    assert_true(s.files > 50); /* rotated by size: several files per device */
+    assert_int_equal(s.lines, 100000);
+}
+
+static void test_zstd_raw_interval_sync(void **state)
+{
+    fstate_t *fs = *state;
+    sl_th_config(&fs->th,
+                 "pipeline: { name: fzst }\n"
+                 "sources: [ { name: fleet, type: generator, count: 60_000, devices: 30 } ]\n"
+                 "sinks:\n"
+                 "  - { name: out, type: file, from: fleet, dir: '%s', path: 'all.raw.zst', format: raw,\n"
+                 "      compression: zstd, sync: interval, sync_interval: 20ms, rotate_size: 64KiB }\n",
+                 fs->out);
+    sl_th_start(&fs->th, "run", NULL);
+    assert_clean_exit(&fs->th, 120000);
+    seen_t s;
+    assert_landed(&fs->th, fs->out, 30, 2000, false, &s);
+    assert_true(s.files > 1);
+}
+
+static void test_rotate_by_age(void **state)
+{
+    fstate_t *fs = *state;
+    sl_th_config(&fs->th,
+                 "pipeline: { name: fage }\n"
+                 "sources: [ { name: fleet, type: generator, count: 3000, rate: 3000, devices: 10 } ]\n"
+                 "sinks:\n"
+                 "  - { name: out, type: file, from: fleet, dir: '%s', path: 'x.ndjson', rotate_age: 50ms,\n"
+                 "      batch_timeout: 10ms }\n",
+                 fs->out);
+    sl_th_start(&fs->th, "run", NULL);
+    assert_clean_exit(&fs->th, 60000);
+    seen_t s;
+    assert_landed(&fs->th, fs->out, 10, 300, false, &s);
+    assert_true(s.files >= 2);
+}
+
+/* A 1 MiB tmpfs fills up: the sink holds the stream (the generator cannot finish), logs it, and once the
+ * file system grows, writes everything. */
+static void test_disk_full_is_backpressure(void **state)
+{
+    fstate_t *fs = *state;
+    mount_tmpfs(fs, "size=1m");
+    sl_th_config(&fs->th,
+                 "pipeline: { name: ffull }\n"
+                 "sources: [ { name: fleet, type: generator, count: 20_000, devices: 20 } ]\n"
+                 "sinks: [ { name: out, type: file, from: fleet, dir: '%s', path: 'full.ndjson' } ]\n",
+                 fs->out);
+    sl_th_start(&fs->th, "run", NULL);
+    if (!sl_th_wait_log(&fs->th, "no space left", 60000))
+        fail_msg("no disk-full line; log:\n%s", sl_th_log(&fs->th));
+    assert_non_null(strstr(sl_th_log(&fs->th), "backpressure, nothing is dropped"));
+    /* Held, not dropped: the source cannot have finished while the sink holds. */
+    assert_null(strstr(sl_th_log(&fs->th), "generated 20000 events"));
+    assert_false(sl_th_wait(&fs->th, 0));
+    sh("mount -o remount,size=64m '%s'", fs->out);
+    if (!sl_th_wait_log(&fs->th, "writing again", 60000))
+        fail_msg("did not resume; log:\n%s", sl_th_log(&fs->th));
+    assert_clean_exit(&fs->th, 60000);
+    assert_landed(&fs->th, fs->out, 20, 1000, false, NULL);
+}
+
+/* The target directory is a read-only mount below a writable base: writes wait until it is writable. */
+static void test_read_only_dir_is_backpressure(void **state)
+{
+    fstate_t *fs = *state;
+    mount_tmpfs(fs, "size=16m");
+    char ro[500];
+    snprintf(ro, sizeof ro, "%s/ro", fs->out);
+    mkdir(ro, 0755);
+    sh("mount -t tmpfs -o size=8m,ro tmpfs '%s'", ro);
+    sl_th_config(&fs->th,
+                 "pipeline: { name: fro }\n"
+                 "sources: [ { name: fleet, type: generator, count: 5000, devices: 10 } ]\n"
+                 "sinks: [ { name: out, type: file, from: fleet, dir: '%s', path: 'ro/x.ndjson' } ]\n",
+                 fs->out);
+    sl_th_start(&fs->th, "run", NULL);
+    bool blocked = sl_th_wait_log(&fs->th, "Read-only file system", 60000);
+    bool unfinished = strstr(sl_th_log(&fs->th), "generated 5000 events") == NULL;
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "mount -o remount,rw '%s'", ro);
+    int rc = system(cmd);
+    if (!blocked || !unfinished || rc != 0) {
+        snprintf(cmd, sizeof cmd, "umount -l '%s'", ro);
+        (void)!system(cmd);
+        fail_msg("read-only mount did not hold the stream (rc %d); log:\n%s", rc, sl_th_log(&fs->th));
+    }
+    bool resumed = sl_th_wait_log(&fs->th, "writing again", 60000);
+    bool exited = sl_th_wait(&fs->th, 60000);
+    assert_landed(&fs->th, ro, 10, 500, false, NULL);
+    snprintf(cmd, sizeof cmd, "umount '%s'", ro);
+    assert_int_equal(system(cmd), 0);
+    assert_true(resumed && exited && WIFEXITED(fs->th.status) && WEXITSTATUS(fs->th.status) == 0);
+}
+
+/* SIGKILL of the sink mid-stream: the restarted instance completes the .part its predecessor left (cut
+ * back to whole batches), and every event is there (duplicates allowed: at-least-once). */
+static void test_sink_crash_recovers_part_files(void **state)
+{
+    fstate_t *fs = *state;
+    sl_th_config(&fs->th,
+                 "pipeline: { name: fcrash }\n"
+                 "sources: [ { name: fleet, type: generator, count: 100_000, rate: 50_000, devices: 20 } ]\n"
+                 "sinks:\n"
+                 "  - { name: out, type: file, from: fleet, dir: '%s', path: 'c.ndjson.gz', compression: gzip,\n"
+                 "      compression_level: 1, sync: none, batch_size: 100 }\n",
+                 fs->out);
+    sl_th_start(&fs->th, "run", "-v");
+    char part[600];
+    snprintf(part, sizeof part, "%s/c-0-0.ndjson.gz.part", fs->out);
+    struct stat st;
+    bool written = false;
+    for (int i = 0; i < 30000 && !written; i++) {
+        written = stat(part, &st) == 0 && st.st_size > 4096;
+        if (!written)
+            usleep(1000); /* polling for a condition (a file with data), not waiting for time */
+    }
+    assert_true(written);
+    pid_t w = sl_th_worker_pid(&fs->th, "out#0");
+    assert_true(w > 0);
+    kill(w, SIGKILL);
+    assert_clean_exit(&fs->th, 120000);
+    assert_non_null(strstr(sl_th_log(&fs->th), "recovered c-0-0.ndjson.gz"));
+    assert_landed(&fs->th, fs->out, 20, 5000, true, NULL);
+}
+
+/* SIGTERM while batches wait for a timeout that never comes: the drain writes them all. */
+static void test_drain_writes_batches_in_flight(void **state)
+{
+    fstate_t *fs = *state;
+    sl_th_config(&fs->th,
+                 "pipeline: { name: fdrain }\n"
+                 "metrics: { summary_interval: 100ms }\n"
+                 "sources: [ { name: fleet, type: generator, rate: 20_000, devices: 10 } ]\n"
+                 "sinks:\n"
+                 "  - { name: out, type: file, from: fleet, dir: '%s', path: '{device_id}.ndjson',\n"
+                 "      batch_size: 1_000_000, batch_bytes: 256MiB, batch_timeout: 1h }\n",
+                 fs->out);
+    sl_th_start(&fs->th, "run", NULL);
+    assert_true(sl_th_wait_log(&fs->th, "[summary]", 30000));
+    kill(fs->th.pid, SIGTERM);
+    assert_clean_exit(&fs->th, 60000);
+    uint64_t generated = 0;
+    assert_true(sl_th_log_number(&fs->th, "generated ", "generated ", &generated));
+    assert_true(generated > 0);
+    seen_t s;
+    collect(fs->out, 10, (uint32_t)(generated / 10 + 1), &s);
+    uint64_t twice = 0;
+    for (size_t i = 0; i < (size_t)10 * s.per_device; i++)
+        twice += s.count[i] > 1;
+    assert_int_equal(s.lines, generated);
+    assert_int_equal(s.bad_lines + twice + s.parts + s.out_of_order, 0);
+    free(s.count);
+    free(s.last);
+}
+
+static void test_unusable_dir_cannot_start(void **state)
+{
+    fstate_t *fs = *state;
+    char file[600];
+    snprintf(file, sizeof file, "%s/a-file", fs->th.dir);
+    FILE *fp = fopen(file, "w");
+    assert_non_null(fp);
+    fclose(fp);
+    sl_th_config(&fs->th,
+                 "pipeline: { name: fbad }\n"
+                 "sources: [ { name: fleet, type: generator, count: 10 } ]\n"
+                 "sinks: [ { name: out, type: file, from: fleet, dir: '%s/sub' } ]\n",
+                 file);
+    sl_th_start(&fs->th, "run", NULL);
+    assert_true(sl_th_wait(&fs->th, 30000));
+    assert_true(WIFEXITED(fs->th.status) && WEXITSTATUS(fs->th.status) != 0);
+    assert_non_null(strstr(sl_th_log(&fs->th), "cannot use the base directory"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_gzip_rotation_every_event_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_zstd_raw_interval_sync, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rotate_by_age, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_disk_full_is_backpressure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_only_dir_is_backpressure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sink_crash_recovers_part_files, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_drain_writes_batches_in_flight, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unusable_dir_cannot_start, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
