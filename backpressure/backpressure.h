@@ -115,6 +115,14 @@ typedef struct sl_chan_s sl_chan_t;
 int sl_chan_create(const char *name, size_t capacity, sl_chan_t **out);
 void sl_chan_destroy(sl_chan_t *ch);
 
+/*
+ * Same, in the file at path (on tmpfs such as /dev/shm it is as fast as memfd), so the channel survives
+ * every process that uses it: when the file already holds a valid channel of this capacity, it is
+ * recovered as it is (*recovered = true; cursors and unacknowledged records kept, the closed flag
+ * cleared); otherwise it is reset. Returns 0 or a negative code. The caller owns the file's name.
+ */
+int sl_chan_open(const char *path, const char *name, size_t capacity, bool *recovered, sl_chan_t **out);
+
 /* The bell the producer sleeps on (rung by the consumer) and the one the consumer sleeps on. */
 void sl_chan_bind_bells(sl_chan_t *ch, sl_bell_t *producer_bell, sl_bell_t *consumer_bell);
 sl_bell_t *sl_chan_producer_bell(const sl_chan_t *ch);

@@ -14,7 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define SL_CHAN_MAGIC UINT64_C(0x736c756963656368) /* "sluicech" */
@@ -123,51 +125,91 @@ static uint64_t sl__pow2(uint64_t v)
     return p;
 }
 
+/* True when the mapped control block is a channel of this version and capacity: one to recover. */
+static bool sl__chan_valid(const sl_chan_ctl_t *c, uint64_t cap)
+{
+    return c->magic == SL_CHAN_MAGIC && c->version == SL_CHAN_VERSION && c->ctl_size == SL_CHAN_CTL_SIZE &&
+           c->capacity == cap && c->max_record == cap / 2;
+}
+
+/*
+ * Maps fd (sized for cap) into a new handle. With recover, a valid control block is kept as it is (what
+ * the channel held survives: cursors, records) and *recovered says so; otherwise the file is reset.
+ * Takes fd over, also on failure.
+ */
+static int sl__chan_map(int fd, const char *name, uint64_t cap, bool recover, bool *recovered, sl_chan_t **out)
+{
+    sl_chan_t *ch = calloc(1, sizeof *ch);
+    size_t len = SL_CHAN_CTL_SIZE + cap;
+    struct stat st;
+    bool keep = recover && fstat(fd, &st) == 0 && (uint64_t)st.st_size == len;
+    int err = ch == NULL ? SL_ENOMEM : 0;
+    if (err == 0 && !keep && (ftruncate(fd, 0) != 0 || ftruncate(fd, (off_t)len) != 0))
+        err = -errno;
+    void *p = err == 0 ? mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) : MAP_FAILED;
+    if (err == 0 && p == MAP_FAILED)
+        err = -errno;
+    if (err != 0) {
+        close(fd);
+        free(ch);
+        return err;
+    }
+    ch->fd = fd;
+    ch->map_len = len;
+    ch->ctl = p;
+    ch->data = (uint8_t *)p + SL_CHAN_CTL_SIZE;
+    ch->cap = cap;
+    ch->mask = cap - 1;
+    ch->max_rec = cap / 2;
+    sl_chan_ctl_t *c = ch->ctl;
+    keep = keep && sl__chan_valid(c, cap);
+    if (!keep) {
+        memset(c, 0, sizeof *c);
+        c->magic = SL_CHAN_MAGIC;
+        c->version = SL_CHAN_VERSION;
+        c->ctl_size = SL_CHAN_CTL_SIZE;
+        c->capacity = cap;
+        c->max_record = ch->max_rec;
+    } else {
+        /* What the dead processes left: the stream goes on (a new producer runs), nobody sleeps, and what
+         * was taken and not acknowledged is delivered again. */
+        atomic_store(&c->closed, 0);
+        atomic_store(&c->room_wanted, 0);
+        atomic_store(&c->own_bells[0].sleeping, 0);
+        atomic_store(&c->own_bells[1].sleeping, 0);
+    }
+    if (recovered != NULL)
+        *recovered = keep;
+    snprintf(c->name, sizeof c->name, "%s", name ? name : "");
+    ch->pbell = &c->own_bells[0];
+    ch->cbell = &c->own_bells[1];
+    ch->p_limit = cap;
+    *out = ch;
+    return 0;
+}
+
 int sl_chan_create(const char *name, size_t capacity, sl_chan_t **out)
 {
     assert(out != NULL);
     uint64_t cap = sl__pow2(capacity);
     if (cap > (UINT64_C(1) << 40))
         return SL_EINVAL;
-    sl_chan_t *ch = calloc(1, sizeof *ch);
-    if (ch == NULL)
-        return SL_ENOMEM;
-    ch->fd = memfd_create(name ? name : "sluice-chan", MFD_CLOEXEC);
-    if (ch->fd < 0) {
-        int err = -errno;
-        free(ch);
-        return err;
-    }
-    ch->map_len = SL_CHAN_CTL_SIZE + cap;
-    if (ftruncate(ch->fd, (off_t)ch->map_len) != 0) {
-        int err = -errno;
-        close(ch->fd);
-        free(ch);
-        return err;
-    }
-    void *p = mmap(NULL, ch->map_len, PROT_READ | PROT_WRITE, MAP_SHARED, ch->fd, 0);
-    if (p == MAP_FAILED) {
-        int err = -errno;
-        close(ch->fd);
-        free(ch);
-        return err;
-    }
-    ch->ctl = p;
-    ch->data = (uint8_t *)p + SL_CHAN_CTL_SIZE;
-    ch->cap = cap;
-    ch->mask = cap - 1;
-    ch->max_rec = cap / 2;
-    ch->ctl->magic = SL_CHAN_MAGIC;
-    ch->ctl->version = SL_CHAN_VERSION;
-    ch->ctl->ctl_size = SL_CHAN_CTL_SIZE;
-    ch->ctl->capacity = cap;
-    ch->ctl->max_record = ch->max_rec;
-    snprintf(ch->ctl->name, sizeof ch->ctl->name, "%s", name ? name : "");
-    ch->pbell = &ch->ctl->own_bells[0];
-    ch->cbell = &ch->ctl->own_bells[1];
-    ch->p_limit = cap;
-    *out = ch;
-    return 0;
+    int fd = memfd_create(name ? name : "sluice-chan", MFD_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    return sl__chan_map(fd, name, cap, false, NULL, out);
+}
+
+int sl_chan_open(const char *path, const char *name, size_t capacity, bool *recovered, sl_chan_t **out)
+{
+    assert(out != NULL && recovered != NULL);
+    uint64_t cap = sl__pow2(capacity);
+    if (cap > (UINT64_C(1) << 40))
+        return SL_EINVAL;
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    return sl__chan_map(fd, name, cap, true, recovered, out);
 }
 
 void sl_chan_destroy(sl_chan_t *ch)

@@ -1,5 +1,6 @@
 /*
- * The sluice command line: `sluice run`, `sluice validate`, `sluice config-reference`, `sluice version`.
+ * The sluice command line: `sluice run`, `sluice validate`, `sluice gen`, `sluice replay`,
+ * `sluice config-reference`, `sluice version`.
  *
  * Exit codes: 0 success; 1 the pipeline failed or the config is invalid; 2 usage errors and "cannot
  * start" (SL_EXIT_FATAL), so a service manager does not restart sluice into the same bad config.
@@ -9,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/capture_cmds.h"
 #include "common/sl.h"
 #include "config/config.h"
 #include "stages/stages.h"
@@ -23,6 +25,9 @@ static void sl__usage(FILE *to)
                 "  run -c FILE [-v] [-q]     run the pipeline described by FILE until it drains or is stopped\n"
                 "                            (SIGINT/SIGTERM drain it; a second SIGINT stops at once)\n"
                 "  validate -c FILE          check FILE and print every error, or the topology summary\n"
+                "  gen -o FILE [options]     generate a synthetic fleet into a capture file (gen --help)\n"
+                "  replay FILE -c CONFIG     run CONFIG with FILE replayed in place of its sources\n"
+                "                            (--speed S, --loop[=N], --start N|DURATION; replay --help)\n"
                 "  config-reference          print the configuration reference (Markdown)\n"
                 "  version                   print the version\n"
                 "\n"
@@ -90,6 +95,10 @@ int main(int argc, char **argv)
         return sl__cmd_run(argc - 1, argv + 1);
     if (strcmp(cmd, "validate") == 0)
         return sl_cli_validate(argc - 1, argv + 1);
+    if (strcmp(cmd, "gen") == 0)
+        return sl_cli_gen(argc - 1, argv + 1);
+    if (strcmp(cmd, "replay") == 0)
+        return sl_cli_replay(argc - 1, argv + 1);
     if (strcmp(cmd, "config-reference") == 0) {
         sl_config_reference(stdout);
         return 0;

@@ -126,6 +126,7 @@ typedef struct sl_config_s {
     uint32_t min_demand;       /* channels.min_demand default */
     uint64_t capacity;         /* channels.capacity default */
     uint64_t memory_limit;     /* channels.memory_limit */
+    const char *channels_dir;  /* channels.dir, or NULL: channels in anonymous memory (not recoverable) */
     bool metrics_enabled;
     const char *metrics_listen; /* "127.0.0.1:9464" */
     uint64_t summary_interval_ns; /* metrics.summary_interval; 0 = no periodic summary line */

@@ -81,6 +81,8 @@ static const sl__ynode_t *sl__channels_load(sl__lctx_t *lc, const sl__ynode_t *m
     cfg->capacity = sl__vals_get(&vs, "capacity")->v.u;
     const sl__val_t *lim = sl__vals_get(&vs, "memory_limit");
     cfg->memory_limit = lim->v.u;
+    const char *dir = sl__vals_get(&vs, "dir")->text;
+    cfg->channels_dir = dir != NULL && dir[0] != 0 ? sl__arena_strdup(lc->keep, dir) : NULL;
     const sl__ynode_t *at = lim->at;
     sl__vals_free(&vs);
     return at;

@@ -10,5 +10,7 @@
 extern const sl_stage_ops_t sl_source_generator_ops;
 /* `mqtt`: subscribes to an MQTT broker (Paho MQTTAsync) with demand-driven flow control (ingest/mqtt/). */
 extern const sl_stage_ops_t sl_source_mqtt_ops;
+/* `replay`: emits the records of a capture file (ingest/replay.c; the format: ingest/capture/capture.h). */
+extern const sl_stage_ops_t sl_source_replay_ops;
 
 #endif /* SL_INGEST_H */

@@ -235,6 +235,8 @@ int sl_runtime_run(sl_runtime_t *rt)
     close(sl__sigpipe[1]);
     free(m.last_counts);
     sl__sup_free(&m);
+    if (!m.failed)
+        sl__runtime_forget_channels(rt);
     if (m.failed) {
         sl_log(SL_LOG_ERROR, "master", 0, "pipeline stopped: %s", m.why);
         return 1;

@@ -14,6 +14,7 @@ extern const sl_stage_ops_t sl_stage_decode_ops;
 static const sl_stage_ops_t *const sl__builtin[] = {
     &sl_source_generator_ops,
     &sl_source_mqtt_ops,
+    &sl_source_replay_ops,
     &sl_stage_decode_ops,
     &sl_stage_passthrough_ops,
     &sl_stage_chaos_ops,

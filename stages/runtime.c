@@ -9,7 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "stages/stages_int.h"
@@ -55,6 +58,67 @@ static int sl__rt_alloc_instances(sl_runtime_t *rt)
     return 0;
 }
 
+/* A channel: in anonymous memory, or in channels.dir, where one a previous run left is recovered. */
+static int sl__rt_chan(sl_runtime_t *rt, const char *name, uint64_t capacity, sl_chan_t **out, char **path_out)
+{
+    *path_out = NULL;
+    const char *dir = rt->cfg->channels_dir;
+    if (dir == NULL) {
+        int rc = sl_chan_create(name, capacity, out);
+        if (rc != 0)
+            sl_log(SL_LOG_ERROR, "runtime", rc, "channel %s (%llu bytes)", name, (unsigned long long)capacity);
+        return rc;
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s.chan", dir, name);
+    for (char *p = path + strlen(dir) + 1; *p; p++)
+        if (*p == '>' || *p == '#')
+            *p = *p == '>' ? '~' : '.'; /* node names are [A-Za-z0-9_-]: the path stays plain */
+    bool recovered;
+    int rc = sl_chan_open(path, name, capacity, &recovered, out);
+    if (rc != 0) {
+        sl_log(SL_LOG_ERROR, "runtime", rc, "channel file %s (%llu bytes)", path, (unsigned long long)capacity);
+        return rc;
+    }
+    *path_out = strdup(path);
+    if (recovered) {
+        sl_chan_stat_t st;
+        sl_chan_stat(*out, &st);
+        uint64_t held = st.sent - st.commit_events;
+        rt->recovered += held;
+        sl_log(SL_LOG_INFO, "runtime", 0, "recovered channel %s: %llu events not yet acknowledged", name,
+               (unsigned long long)held);
+    }
+    return 0;
+}
+
+/* Takes channels.dir for this runtime (creating it): one sluice at a time may use its channel files. */
+static int sl__rt_lock_dir(sl_runtime_t *rt)
+{
+    const char *dir = rt->cfg->channels_dir;
+    if (dir == NULL)
+        return 0;
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        sl_log(SL_LOG_ERROR, "runtime", -errno, "channels.dir: mkdir(%s) failed", dir);
+        return SL_EIO;
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/lock", dir);
+    rt->dir_lock = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (rt->dir_lock < 0 || flock(rt->dir_lock, LOCK_EX | LOCK_NB) != 0) {
+        sl_log(SL_LOG_ERROR, "runtime", -errno, "channels.dir %s is in use by another sluice (lock %s)", dir, path);
+        return SL_EIO;
+    }
+    return 0;
+}
+
+void sl__runtime_forget_channels(sl_runtime_t *rt)
+{
+    for (size_t c = 0; rt->chan_paths != NULL && c < rt->n_chans; c++)
+        if (rt->chan_paths[c] != NULL)
+            unlink(rt->chan_paths[c]);
+}
+
 /* Adds the channels of edge up -> down (node indexes); dead_letter marks the group that only
  * sl_dead_letter() feeds. */
 static int sl__rt_connect(sl_runtime_t *rt, size_t up, size_t down, bool dead_letter)
@@ -83,11 +147,18 @@ static int sl__rt_connect(sl_runtime_t *rt, size_t up, size_t down, bool dead_le
             char name[112];
             snprintf(name, sizeof name, "%s>%s", pi->name, ci->name);
             sl_chan_t *ch;
-            int rc = sl_chan_create(name, dn->capacity, &ch);
-            if (rc != 0) {
-                sl_log(SL_LOG_ERROR, "runtime", rc, "channel %s (%llu bytes)", name, (unsigned long long)dn->capacity);
+            char *path;
+            int rc = sl__rt_chan(rt, name, dn->capacity, &ch, &path);
+            if (rc != 0)
                 return rc;
+            char **paths = realloc(rt->chan_paths, (rt->n_chans + 1) * sizeof *paths);
+            if (paths == NULL) {
+                free(path);
+                sl_chan_destroy(ch);
+                return SL_ENOMEM;
             }
+            rt->chan_paths = paths;
+            paths[rt->n_chans] = path; /* n_chans grows below, with rt->chans */
             sl_chan_bind_bells(ch, pi->bell, ci->bell);
             sl_chan_t **all = realloc(rt->chans, (rt->n_chans + 1) * sizeof *all);
             sl_chan_t **in = realloc(ci->in, (ci->n_in + 1) * sizeof *in);
@@ -96,6 +167,7 @@ static int sl__rt_connect(sl_runtime_t *rt, size_t up, size_t down, bool dead_le
             if (in)
                 ci->in = in;
             if (all == NULL || in == NULL) {
+                free(path);
                 sl_chan_destroy(ch);
                 return SL_ENOMEM;
             }
@@ -116,7 +188,10 @@ int sl_runtime_new(const sl_config_t *cfg, sl_runtime_t **out)
         return SL_ENOMEM;
     rt->cfg = cfg;
     rt->master_pid = getpid();
-    int rc = sl__rt_alloc_instances(rt);
+    rt->dir_lock = -1;
+    int rc = sl__rt_lock_dir(rt);
+    if (rc == 0)
+        rc = sl__rt_alloc_instances(rt);
     for (size_t d = 0; rc == 0 && d < cfg->n_nodes; d++) {
         for (size_t f = 0; rc == 0 && f < cfg->nodes[d].n_from; f++) {
             int up = sl_config_find(cfg, cfg->nodes[d].from[f]);
@@ -151,6 +226,11 @@ void sl_runtime_destroy(sl_runtime_t *rt)
     }
     for (size_t c = 0; c < rt->n_chans; c++)
         sl_chan_destroy(rt->chans[c]);
+    for (size_t c = 0; rt->chan_paths != NULL && c < rt->n_chans; c++)
+        free(rt->chan_paths[c]);
+    free(rt->chan_paths);
+    if (rt->dir_lock >= 0)
+        close(rt->dir_lock); /* releases the directory's lock */
     free(rt->chans);
     free(rt->inst);
     free(rt->node_first);

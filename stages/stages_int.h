@@ -183,7 +183,13 @@ struct sl_runtime_s {
     sl_bell_t *bells;
     sl_stats_slot_t *stats;
     pid_t master_pid;
+    char **chan_paths;  /* channels.dir: the file of each channel (NULL entries in memory) */
+    int dir_lock;       /* channels.dir: the lock file held while this runtime uses the directory, or -1 */
+    uint64_t recovered; /* events found unacknowledged in recovered channel files */
 };
+
+/* After a clean drain: removes the channel files (they hold nothing any more). */
+void sl__runtime_forget_channels(sl_runtime_t *rt);
 
 /* The worker side of an instance: runs it to completion in the current (forked) process and returns the
  * exit code: 0 after a drain, SL_EXIT_FATAL when it cannot start. Crashes do not return. */

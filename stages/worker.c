@@ -29,11 +29,18 @@
 #define SL_WORKER_TICK_NS (100 * SL_NS_PER_MS)
 
 static volatile sig_atomic_t sl__worker_stop;
+static pid_t sl__worker_master;         /* set before the handler is installed */
+static unsigned sl__worker_orphan_secs; /* how long an orphan may take to drain */
 
+/* SIGTERM: drain. When it comes because the master died (PR_SET_PDEATHSIG), the drain gets the node's
+ * shutdown_timeout and then SIGALRM's default action ends the process: an orphan never lingers, even one
+ * stuck in a stage. Only async-signal-safe calls here. */
 static void sl__on_term(int sig)
 {
     (void)sig;
     sl__worker_stop = 1;
+    if (getppid() != sl__worker_master)
+        alarm(sl__worker_orphan_secs);
 }
 
 static bool sl__stop_requested(const sl_inst_t *inst)
@@ -569,6 +576,7 @@ static void sl__worker_signals(void)
     sigaction(SIGPIPE, &sa, NULL);
     sa.sa_handler = SIG_DFL;
     sigaction(SIGCHLD, &sa, NULL);
+    sigaction(SIGALRM, &sa, NULL); /* an orphan's drain deadline (sl__on_term) */
     sigset_t all;
     sigemptyset(&all);
     sigprocmask(SIG_SETMASK, &all, NULL);
@@ -577,6 +585,9 @@ static void sl__worker_signals(void)
 int sl__worker_main(sl_runtime_t *rt, sl_inst_t *inst)
 {
     sl__worker_stop = 0;
+    sl__worker_master = rt->master_pid;
+    uint64_t drain_ns = rt->cfg->nodes[inst->node].sup.shutdown_timeout_ns;
+    sl__worker_orphan_secs = (unsigned)SL_MAX((drain_ns + SL_NS_PER_S - 1) / SL_NS_PER_S, 1u);
     sl__worker_signals();
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     /* SCHED_BATCH: a worker that rings a peer is not preempted by the peer it woke. With more workers than
@@ -584,8 +595,10 @@ int sl__worker_main(sl_runtime_t *rt, sl_inst_t *inst)
      * 2.3 s -> 1.5 s on 2 cores). Latency is unaffected at the scale of our targets (milliseconds). */
     struct sched_param sp = {.sched_priority = 0};
     sched_setscheduler(0, SCHED_BATCH, &sp);
-    if (getppid() != rt->master_pid)
-        sl__worker_stop = 1; /* the master died before we could ask to be told */
+    if (getppid() != rt->master_pid) { /* the master died before we could ask to be told */
+        sl__worker_stop = 1;
+        alarm(sl__worker_orphan_secs);
+    }
     sl_ctx_t ctx;
     int rc = sl__ctx_init(&ctx, rt, inst);
     if (rc == 0 && inst->ops->init)

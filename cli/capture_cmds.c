@@ -1,0 +1,517 @@
+/*
+ * `sluice gen`: a synthetic fleet into a capture file. `sluice replay`: a capture through a pipeline
+ * config, in place of its sources.
+ *
+ * gen writes the recorded timeline it is asked for (rate, bursts) as the records' receive times, as fast
+ * as the disk allows; replaying the file at speed 1 reproduces that rate. Device d's n-th message carries
+ * "seq":n, round robin over the devices, so a `null` sink with verify_sequence counts loss and duplicates;
+ * malformed payloads (a given fraction, chosen by a seeded generator, so a file is reproducible) keep
+ * their device and sequence but are not valid JSON.
+ *
+ * replay loads the config, turns every source node into a `replay` node on FILE (keeping its name, its
+ * concurrency and, for mqtt sources, its topic_template and key_from, so keys and attributes come out as
+ * they would live), and runs the pipeline as `sluice run` would. The schema's defaults of the replay type
+ * fill the keys the command line does not set.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/capture_cmds.h"
+#include "config/config_int.h"
+#include "ingest/capture/capture.h"
+#include "stages/stages.h"
+
+/* ---- sluice gen -------------------------------------------------------------------------------------- */
+
+#define SL_GEN_PROFILE_MAP(X)                                                                            \
+    X(SENSOR, "sensor")                                                                                  \
+    X(LORAWAN, "lorawan")                                                                                \
+    X(BINARY, "binary")                                                                                  \
+    X(MIXED, "mixed")
+
+typedef enum sl_gen_profile_e {
+#define SL_GEN_PROFILE_ENUM(name, text) SL_GEN_##name,
+    SL_GEN_PROFILE_MAP(SL_GEN_PROFILE_ENUM)
+#undef SL_GEN_PROFILE_ENUM
+} sl_gen_profile_t;
+
+static const char *const sl__gen_profiles[] = {
+#define SL_GEN_PROFILE_TEXT(name, text) text,
+    SL_GEN_PROFILE_MAP(SL_GEN_PROFILE_TEXT)
+#undef SL_GEN_PROFILE_TEXT
+};
+
+typedef struct sl_genopt_s {
+    const char *out;
+    uint64_t devices, count, duration_ns, burst, burst_every_ns, seed;
+    double rate, malformed;
+    sl_gen_profile_t profile;
+    int gzip, qos;
+} sl_genopt_t;
+
+typedef struct sl_genrun_s {
+    uint64_t rng;
+    uint64_t malformed, bytes;
+    char payload[2048];
+} sl_genrun_t;
+
+static uint64_t sl__rand(sl_genrun_t *g)
+{
+    g->rng ^= g->rng >> 12, g->rng ^= g->rng << 25, g->rng ^= g->rng >> 27; /* xorshift64* */
+    return g->rng * UINT64_C(2685821657736338717);
+}
+static double sl__rand01(sl_genrun_t *g) { return (double)(sl__rand(g) >> 11) / 9007199254740992.0; }
+
+static void sl__iso_time(uint64_t ns, char *buf, size_t len)
+{
+    time_t s = (time_t)(ns / SL_NS_PER_S);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    size_t n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, len - n, ".%09lluZ", (unsigned long long)(ns % SL_NS_PER_S));
+}
+
+static int sl__gen_sensor(sl_genrun_t *g, uint64_t dev, uint64_t seq, uint64_t ts)
+{
+    return snprintf(g->payload, sizeof g->payload,
+                    "{\"device\":\"dev-%07llu\",\"seq\":%llu,\"ts\":%llu,\"temp\":%.2f,\"hum\":%.1f,\"bat\":%.2f,"
+                    "\"rssi\":%d,\"fw\":\"1.4.2\",\"status\":\"ok\",\"loc\":[52.%04u,4.%04u]}",
+                    (unsigned long long)dev, (unsigned long long)seq, (unsigned long long)(ts / SL_NS_PER_MS),
+                    15 + 15 * sl__rand01(g), 20 + 60 * sl__rand01(g), 3.3 + 0.9 * sl__rand01(g),
+                    -40 - (int)(sl__rand(g) % 80), (unsigned)(sl__rand(g) % 10000), (unsigned)(sl__rand(g) % 10000));
+}
+
+/* A The Things Stack v3 style uplink with two gateways: about 1 KiB of nested JSON. */
+static int sl__gen_lorawan(sl_genrun_t *g, uint64_t dev, uint64_t seq, uint64_t ts)
+{
+    char at[40];
+    sl__iso_time(ts, at, sizeof at);
+    int n = snprintf(g->payload, sizeof g->payload,
+                     "{\"seq\":%llu,\"end_device_ids\":{\"device_id\":\"dev-%07llu\",\"application_ids\":"
+                     "{\"application_id\":\"fleet\"},\"dev_eui\":\"70B3D57ED%07llX\",\"join_eui\":\"0000000000000000\","
+                     "\"dev_addr\":\"260B%04X\"},\"received_at\":\"%s\",\"uplink_message\":{\"f_port\":2,"
+                     "\"f_cnt\":%llu,\"frm_payload\":\"AQIDBAUGBwgJCgsM\",\"decoded_payload\":{\"temperature\":%.2f,"
+                     "\"humidity\":%.1f,\"battery\":%.2f,\"motion\":%s},\"rx_metadata\":[",
+                     (unsigned long long)seq, (unsigned long long)dev, (unsigned long long)dev, (unsigned)(dev & 0xFFFF),
+                     at, (unsigned long long)seq, 15 + 15 * sl__rand01(g), 20 + 60 * sl__rand01(g),
+                     3.3 + 0.9 * sl__rand01(g), sl__rand(g) & 1 ? "true" : "false");
+    for (int gw = 0; gw < 2; gw++)
+        n += snprintf(g->payload + n, sizeof g->payload - (size_t)n,
+                      "%s{\"gateway_ids\":{\"gateway_id\":\"gw-%02d\",\"eui\":\"B827EBFFFE%06X\"},\"time\":\"%s\","
+                      "\"timestamp\":%u,\"rssi\":%d,\"channel_rssi\":%d,\"snr\":%.1f,\"location\":{\"latitude\":52.%04u,"
+                      "\"longitude\":4.%04u,\"altitude\":%d,\"source\":\"SOURCE_REGISTRY\"},\"channel_index\":%d}",
+                      gw ? "," : "", gw, (unsigned)(sl__rand(g) & 0xFFFFFF), at, (unsigned)(sl__rand(g) >> 32),
+                      -60 - gw * 20, -60 - gw * 20, 9.5 - 4 * gw, (unsigned)(sl__rand(g) % 10000),
+                      (unsigned)(sl__rand(g) % 10000), 3 + gw, (int)(sl__rand(g) % 8));
+    n += snprintf(g->payload + n, sizeof g->payload - (size_t)n,
+                  "],\"settings\":{\"data_rate\":{\"lora\":{\"bandwidth\":125000,\"spreading_factor\":%d,"
+                  "\"coding_rate\":\"4/5\"}},\"frequency\":\"868%d00000\"},\"consumed_airtime\":\"0.061696s\","
+                  "\"network_ids\":{\"net_id\":\"000013\",\"tenant_id\":\"ttn\",\"cluster_id\":\"eu1\"}}}",
+                  7 + (int)(sl__rand(g) % 6), 1 + (int)(sl__rand(g) % 5));
+    return n;
+}
+
+/* A packed binary reading: magic, device, seq, ms time, six int16 channels, then noise to 64 bytes. */
+static int sl__gen_binary(sl_genrun_t *g, uint64_t dev, uint64_t seq, uint64_t ts)
+{
+    uint8_t *p = (uint8_t *)g->payload;
+    uint64_t ms = ts / SL_NS_PER_MS;
+    p[0] = 0xB1, p[1] = 0x0B;
+    for (int i = 0; i < 4; i++)
+        p[2 + i] = (uint8_t)(dev >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        p[6 + i] = (uint8_t)(seq >> (8 * i)), p[14 + i] = (uint8_t)(ms >> (8 * i));
+    for (int i = 22; i < 64; i++)
+        p[i] = (uint8_t)sl__rand(g);
+    return 64;
+}
+
+/* Breaks a JSON payload in one of three ways, each certainly invalid; the device and seq stay. */
+static int sl__gen_break(sl_genrun_t *g, int n)
+{
+    switch (sl__rand(g) % 3) {
+    case 0: return n - 1 - (int)(sl__rand(g) % 8); /* truncated: the closing brace is gone */
+    case 1: g->payload[n - 3] = (char)0xFF; return n;  /* invalid UTF-8 inside the last string or number */
+    default: memcpy(g->payload + n, "}}", 2); return n + 2; /* trailing garbage */
+    }
+}
+
+static int sl__gen_payload(sl_genrun_t *g, const sl_genopt_t *o, uint64_t dev, uint64_t seq, uint64_t ts, uint8_t *flags)
+{
+    sl_gen_profile_t p = o->profile;
+    if (p == SL_GEN_MIXED) {
+        double r = sl__rand01(g);
+        p = r < 0.80 ? SL_GEN_SENSOR : r < 0.95 ? SL_GEN_LORAWAN : SL_GEN_BINARY;
+    }
+    *flags = 0;
+    if (p == SL_GEN_BINARY) {
+        *flags = SL_CAP_F_BINARY;
+        return sl__gen_binary(g, dev, seq, ts);
+    }
+    int n = p == SL_GEN_SENSOR ? sl__gen_sensor(g, dev, seq, ts) : sl__gen_lorawan(g, dev, seq, ts);
+    if (o->malformed > 0 && sl__rand01(g) < o->malformed) {
+        g->malformed++;
+        n = sl__gen_break(g, n);
+    }
+    return n;
+}
+
+static void sl__gen_progress(const char *what, uint64_t done, uint64_t total, uint64_t t0, bool last)
+{
+    double secs = (double)(sl_now_ns() - t0) / 1e9, rate = secs > 0 ? (double)done / secs : 0;
+    double left = rate > 0 ? (double)(total - done) / rate : 0;
+    fprintf(stderr, "\r%s: %llu/%llu records, %.0f/s, ETA %um%02us%s", what, (unsigned long long)done,
+            (unsigned long long)total, rate, (unsigned)(left / 60), (unsigned)left % 60, last ? "\n" : "   ");
+}
+
+/* Writes the fleet. Returns 0 or a negative code (logged). */
+static int sl__gen_write(const sl_genopt_t *o, sl_genrun_t *g)
+{
+    char desc[256], topic[64];
+    snprintf(desc, sizeof desc, "sluice gen: %llu devices, profile %s, rate %g/s, malformed %g, seed %llu",
+             (unsigned long long)o->devices, sl__gen_profiles[o->profile], o->rate, o->malformed,
+             (unsigned long long)o->seed);
+    sl_cap_wopts_t wo = {.gzip_level = o->gzip, .desc = desc};
+    sl_cap_writer_t *w;
+    int rc = sl_cap_writer_open(o->out, &wo, &w);
+    if (rc != 0) {
+        sl_log(SL_LOG_ERROR, "gen", rc, "cannot create %s", o->out);
+        return rc;
+    }
+    bool tty = isatty(2);
+    uint64_t t0 = sl_now_ns(), next_progress = t0, start = sl_wall_ns(), burst_left = 0, burst_ts = 0;
+    uint64_t next_burst = o->burst ? start + o->burst_every_ns : UINT64_MAX;
+    double vt = 0; /* recorded time since start, ns */
+    uint8_t props[64];
+    for (uint64_t i = 0; i < o->count && rc == 0; i++) {
+        uint64_t dev = i % o->devices, seq = i / o->devices, ts;
+        if (burst_left > 0) {
+            burst_left--;
+            ts = burst_ts;
+        } else {
+            vt += o->rate > 0 ? 1e9 / o->rate : 0;
+            ts = o->rate > 0 ? start + (uint64_t)vt : sl_wall_ns();
+            if (ts >= next_burst) { /* this one opens a burst: burst - 1 more at the same instant */
+                burst_ts = ts;
+                burst_left = o->burst - 1;
+                next_burst += o->burst_every_ns;
+            }
+        }
+        snprintf(topic, sizeof topic, "fleet/dev-%07llu/telemetry", (unsigned long long)dev);
+        size_t pl = 0;
+        (void)sl_cap_attr_put(props, sizeof props, &pl, "device_id", 9, topic + 6, 11);
+        sl_cap_rec_t r = {.ts_ns = ts, .qos = (uint8_t)o->qos, .topic = topic, .topic_len = 27,
+                          .props = props, .props_len = (uint32_t)pl, .payload = (const uint8_t *)g->payload};
+        r.payload_len = (uint32_t)sl__gen_payload(g, o, dev, seq, ts, &r.flags);
+        rc = sl_cap_writer_put(w, &r);
+        if (tty && (i & 1023) == 0 && sl_now_ns() >= next_progress) {
+            sl__gen_progress(o->out, i, o->count, t0, false);
+            next_progress = sl_now_ns() + 250 * SL_NS_PER_MS;
+        }
+    }
+    g->bytes = sl_cap_writer_bytes(w);
+    int crc = sl_cap_writer_close(w);
+    if (rc == 0)
+        rc = crc;
+    if (tty)
+        sl__gen_progress(o->out, rc == 0 ? o->count : 0, o->count, t0, true);
+    if (rc != 0)
+        sl_log(SL_LOG_ERROR, "gen", rc, "writing %s failed", o->out);
+    return rc;
+}
+
+static void sl__gen_usage(FILE *to)
+{
+    fprintf(to, "usage: sluice gen -o FILE [options]\n"
+                "  -o, --output FILE       capture file to write (FILE.gz or --gzip: gzip-compressed)\n"
+                "  -d, --devices N         simulated devices (default 1000)\n"
+                "  -n, --count N           messages in all (default 100000)\n"
+                "  -t, --duration D        or: messages for this long at --rate (10s, 5m)\n"
+                "  -r, --rate R            messages per second in the recorded timeline (default 1000;\n"
+                "                          0 = stamp each with the wall clock as it is written)\n"
+                "  -p, --profile P         sensor (JSON, ~180 B), lorawan (nested JSON, ~1 KiB), binary (64 B),\n"
+                "                          mixed (80/15/5 %%) (default sensor)\n"
+                "  -m, --malformed F       fraction of JSON payloads made invalid (0..1, default 0)\n"
+                "      --burst N           every --burst-every, N messages at the same instant\n"
+                "      --burst-every D     (default 10s)\n"
+                "  -z, --gzip[=LEVEL]      compress (level 1-9, default 6)\n"
+                "      --qos N             QoS recorded for every message (default 1)\n"
+                "      --seed N            seed of the random values (default 1): the same seed, the same file\n");
+}
+
+static int sl__gen_parse(int argc, char **argv, sl_genopt_t *o)
+{
+    static const struct option opts[] = {
+        {"output", required_argument, NULL, 'o'},   {"devices", required_argument, NULL, 'd'},
+        {"count", required_argument, NULL, 'n'},    {"duration", required_argument, NULL, 't'},
+        {"rate", required_argument, NULL, 'r'},     {"profile", required_argument, NULL, 'p'},
+        {"malformed", required_argument, NULL, 'm'}, {"burst", required_argument, NULL, 'B'},
+        {"burst-every", required_argument, NULL, 'E'}, {"gzip", optional_argument, NULL, 'z'},
+        {"qos", required_argument, NULL, 'Q'},      {"seed", required_argument, NULL, 'S'},
+        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
+    *o = (sl_genopt_t){.devices = 1000, .count = 100000, .rate = 1000, .burst_every_ns = 10 * SL_NS_PER_S, .seed = 1, .qos = 1};
+    bool count_set = false;
+    int c, bad = 0;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "o:d:n:t:r:p:m:z::h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'o': o->out = optarg; break;
+        case 'd': bad |= sl__parse_count(optarg, &o->devices) != 0 || o->devices == 0 || o->devices > 10000000; break;
+        case 'n': bad |= sl__parse_count(optarg, &o->count) != 0, count_set = true; break;
+        case 't': bad |= sl__parse_duration(optarg, &o->duration_ns) != 0; break;
+        case 'r': bad |= sl__parse_double(optarg, &o->rate) != 0 || !(o->rate >= 0); break;
+        case 'm': bad |= sl__parse_double(optarg, &o->malformed) != 0 || !(o->malformed >= 0 && o->malformed <= 1); break;
+        case 'B': bad |= sl__parse_count(optarg, &o->burst) != 0; break;
+        case 'E': bad |= sl__parse_duration(optarg, &o->burst_every_ns) != 0 || o->burst_every_ns == 0; break;
+        case 'z': o->gzip = optarg ? atoi(optarg) : 6, bad |= o->gzip < 1 || o->gzip > 9; break;
+        case 'Q': o->qos = atoi(optarg), bad |= o->qos < 0 || o->qos > 2; break;
+        case 'S': bad |= sl__parse_count(optarg, &o->seed) != 0; break;
+        case 'p':
+            bad |= 1;
+            for (size_t i = 0; i < SL_ARRAY_LEN(sl__gen_profiles); i++)
+                if (strcmp(optarg, sl__gen_profiles[i]) == 0)
+                    o->profile = (sl_gen_profile_t)i, bad &= ~1;
+            break;
+        case 'h': sl__gen_usage(stdout); return 1;
+        default: sl__gen_usage(stderr); return SL_EINVAL;
+        }
+        if (bad) {
+            fprintf(stderr, "sluice gen: bad value for -%c: \"%s\"\n", c, optarg ? optarg : "");
+            return SL_EINVAL;
+        }
+    }
+    if (o->out == NULL || optind != argc) {
+        fprintf(stderr, "sluice gen: %s\n", o->out ? "unexpected argument" : "missing -o FILE");
+        return SL_EINVAL;
+    }
+    if (o->duration_ns && !count_set) {
+        if (o->rate <= 0) {
+            fprintf(stderr, "sluice gen: --duration needs a --rate above 0\n");
+            return SL_EINVAL;
+        }
+        o->count = (uint64_t)((double)o->duration_ns / 1e9 * o->rate);
+    }
+    size_t ol = strlen(o->out);
+    if (o->gzip == 0 && ol > 3 && strcmp(o->out + ol - 3, ".gz") == 0)
+        o->gzip = 6;
+    return 0;
+}
+
+int sl_cli_gen(int argc, char **argv)
+{
+    sl_genopt_t o;
+    int rc = sl__gen_parse(argc, argv, &o);
+    if (rc != 0)
+        return rc > 0 ? 0 : SL_EXIT_FATAL;
+    sl_genrun_t g = {.rng = o.seed * UINT64_C(0x9E3779B97F4A7C15) | 1};
+    uint64_t t0 = sl_now_ns();
+    if (sl__gen_write(&o, &g) != 0)
+        return 1;
+    printf("sluice gen: wrote %llu records (%llu malformed, %llu bytes%s) for %llu devices to %s in %.2f s\n",
+           (unsigned long long)o.count, (unsigned long long)g.malformed, (unsigned long long)g.bytes,
+           o.gzip ? " before gzip" : "", (unsigned long long)o.devices, o.out, (double)(sl_now_ns() - t0) / 1e9);
+    return 0;
+}
+
+/* ---- sluice replay ----------------------------------------------------------------------------------- */
+
+typedef struct sl_replayopt_s {
+    const char *file, *config, *speed, *loops, *start_record, *start_time, *count, *key_level, *key_from;
+} sl_replayopt_t;
+
+static const char *sl__param_of(const sl_conf_node_t *nd, const char *key)
+{
+    for (size_t i = 0; i < nd->n_params; i++)
+        if (strcmp(nd->params[i].key, key) == 0)
+            return nd->params[i].value;
+    return NULL;
+}
+
+/*
+ * Turns source node nd into a replay node: every key of the replay type, from the command line, from the
+ * node (mqtt's topic_template and key_from), or the schema's default. *params is the caller's to free.
+ */
+static int sl__replay_node(sl_conf_node_t *nd, const sl_replayopt_t *o, bool progress, sl_conf_param_t **params)
+{
+    const sl__schema_t *sc = sl__schema_builtin();
+    size_t n = 0;
+    for (size_t i = 0; i < sc->n_keys; i++)
+        n += strcmp(sc->keys[i].section, "sources.replay") == 0;
+    sl_conf_param_t *p = calloc(n, sizeof *p);
+    if (p == NULL)
+        return SL_ENOMEM;
+    size_t k = 0;
+    for (size_t i = 0; i < sc->n_keys; i++) {
+        const sl__key_t *key = &sc->keys[i];
+        if (strcmp(key->section, "sources.replay") != 0)
+            continue;
+        const char *v = key->def ? key->def : "";
+#define SL__SET(name, val) \
+    if (strcmp(key->key, name) == 0 && (val) != NULL) \
+        v = (val);
+        SL__SET("file", o->file)
+        SL__SET("speed", o->speed)
+        SL__SET("loops", o->loops)
+        SL__SET("start_record", o->start_record)
+        SL__SET("start_time", o->start_time)
+        SL__SET("count", o->count)
+        SL__SET("key_level", o->key_level)
+        SL__SET("topic_template", sl__param_of(nd, "topic_template"))
+        SL__SET("key_from", o->key_from ? o->key_from : sl__param_of(nd, "key_from"))
+        SL__SET("progress", progress ? "true" : NULL)
+#undef SL__SET
+        p[k++] = (sl_conf_param_t){.key = key->key, .value = v, .line = nd->line, .col = nd->col, .kind = (int)key->kind};
+    }
+    nd->type = "replay";
+    nd->params = p;
+    nd->n_params = k;
+    *params = p;
+    return 0;
+}
+
+/* Checks the command-line values as the config loader would check them in a file. */
+static const char *sl__replay_check(const sl_replayopt_t *o)
+{
+    uint64_t u;
+    int64_t i;
+    double d;
+    if (o->speed && (sl__parse_double(o->speed, &d) != 0 || !(d >= 0 && d <= 1e6)))
+        return "--speed wants a number from 0 (as fast as possible) up";
+    if (o->loops && sl__parse_count(o->loops, &u) != 0)
+        return "--loop wants a count (0 = forever)";
+    if (o->start_record && sl__parse_count(o->start_record, &u) != 0)
+        return "--start wants a record index (1000) or a time offset (90s)";
+    if (o->start_time && sl__parse_duration(o->start_time, &u) != 0)
+        return "--start wants a record index (1000) or a time offset (90s)";
+    if (o->count && sl__parse_count(o->count, &u) != 0)
+        return "--count wants a count";
+    if (o->key_level && (sl__parse_int(o->key_level, &i) != 0 || i < -1 || i > 31))
+        return "--key-level wants a topic level from 0 to 31";
+    return NULL;
+}
+
+static void sl__replay_usage(FILE *to)
+{
+    fprintf(to, "usage: sluice replay FILE -c CONFIG [options]\n"
+                "  FILE                    sluice capture, NDJSON or mosquitto_sub -v output; gzip or not\n"
+                "  -c, --config CONFIG     the pipeline; each of its sources replays FILE instead\n"
+                "  -s, --speed S           1 = recorded pace (default), N = N times faster, 0 or max = as fast\n"
+                "                          as demand allows\n"
+                "  -l, --loop[=N]          replay N times (without N: until stopped)\n"
+                "      --start N|DURATION  begin at record index N, or DURATION after the first record\n"
+                "  -n, --count N           stop after N events\n"
+                "      --key-level N       topic level that becomes the record key\n"
+                "      --key-from NAME     template capture or recorded property that becomes the key\n"
+                "  -v, --verbose / -q, --quiet\n");
+}
+
+static int sl__replay_parse(int argc, char **argv, sl_replayopt_t *o)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'}, {"speed", required_argument, NULL, 's'},
+        {"loop", optional_argument, NULL, 'l'},   {"start", required_argument, NULL, 'S'},
+        {"count", required_argument, NULL, 'n'},  {"key-level", required_argument, NULL, 'K'},
+        {"key-from", required_argument, NULL, 'F'}, {"verbose", no_argument, NULL, 'v'},
+        {"quiet", no_argument, NULL, 'q'},        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    int c;
+    optind = 1;
+    memset(o, 0, sizeof *o);
+    while ((c = getopt_long(argc, argv, "c:s:l::n:vqh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': o->config = optarg; break;
+        case 's': o->speed = strcmp(optarg, "max") == 0 ? "0" : optarg; break;
+        case 'l': o->loops = optarg ? optarg : "0"; break;
+        case 'S': *(strspn(optarg, "0123456789_") == strlen(optarg) ? &o->start_record : &o->start_time) = optarg; break;
+        case 'n': o->count = optarg; break;
+        case 'K': o->key_level = optarg; break;
+        case 'F': o->key_from = optarg; break;
+        case 'v': sl_log_set_level(SL_LOG_DEBUG); break;
+        case 'q': sl_log_set_level(SL_LOG_WARN); break;
+        case 'h': sl__replay_usage(stdout); return 1;
+        default: sl__replay_usage(stderr); return SL_EINVAL;
+        }
+    }
+    if (optind + 1 != argc || o->config == NULL) {
+        fprintf(stderr, "sluice replay: %s\n", o->config == NULL ? "missing -c CONFIG" : "expected one capture FILE");
+        return SL_EINVAL;
+    }
+    o->file = argv[optind];
+    const char *why = sl__replay_check(o);
+    if (why != NULL) {
+        fprintf(stderr, "sluice replay: %s\n", why);
+        return SL_EINVAL;
+    }
+    return 0;
+}
+
+/* Opens the capture once in the master, to refuse an unreadable file before anything starts. */
+static int sl__replay_probe(const char *file)
+{
+    sl_cap_reader_t *rd;
+    int rc = sl_cap_reader_open(file, &rd);
+    if (rc != 0) {
+        fprintf(stderr, "sluice replay: cannot read %s: %s\n", file, sl_strerror(rc));
+        return rc;
+    }
+    const sl_cap_info_t *in = sl_cap_reader_info(rd);
+    sl_log(SL_LOG_INFO, "master", 0, "capture %s: %s%s%s%s", file, sl_cap_format_name(in->format), in->gzip ? ", gzip" : "",
+           in->desc[0] ? ", " : "", in->desc);
+    sl_cap_reader_destroy(rd);
+    return 0;
+}
+
+int sl_cli_replay(int argc, char **argv)
+{
+    sl_replayopt_t o;
+    int rc = sl__replay_parse(argc, argv, &o);
+    if (rc != 0)
+        return rc > 0 ? 0 : SL_EXIT_FATAL;
+    if (sl__replay_probe(o.file) != 0)
+        return SL_EXIT_FATAL;
+    sl_diags_t diags = {0};
+    sl_config_t *cfg = NULL;
+    if (sl_config_load(o.config, &cfg, &diags) != 0) {
+        sl_diags_print(&diags, stderr);
+        fprintf(stderr, "sluice replay: %zu error%s in %s; not starting\n", diags.n, diags.n == 1 ? "" : "s", o.config);
+        sl_diags_free(&diags);
+        return SL_EXIT_FATAL;
+    }
+    sl_diags_free(&diags);
+    /* A progress line replaces the summary lines on a terminal: both would fight over the same line. */
+    bool progress = isatty(2) && sl_log_get_level() >= SL_LOG_INFO;
+    if (progress)
+        cfg->summary_interval_ns = 0;
+    sl_conf_param_t *params[64] = {0};
+    size_t n_src = 0;
+    for (size_t i = 0; i < cfg->n_nodes && rc == 0; i++) {
+        if (cfg->nodes[i].role != SL_ROLE_SOURCE)
+            continue;
+        if (n_src == SL_ARRAY_LEN(params))
+            rc = SL_ERANGE;
+        else {
+            rc = sl__replay_node(&cfg->nodes[i], &o, progress && n_src == 0, &params[n_src]);
+            n_src++;
+        }
+    }
+    if (n_src > 1)
+        sl_log(SL_LOG_WARN, "master", 0, "%zu sources: each of them replays all of %s", n_src, o.file);
+    sl_runtime_t *rt = NULL;
+    if (rc == 0 && (rc = sl_runtime_new(cfg, &rt)) != 0)
+        sl_log(SL_LOG_ERROR, "master", rc, "cannot build the pipeline");
+    int status = SL_EXIT_FATAL;
+    if (rc == 0) {
+        sl_log(SL_LOG_INFO, "master", 0, "replaying %s through pipeline \"%s\" from %s", o.file, cfg->pipeline_name,
+               o.config);
+        status = sl_runtime_run(rt);
+    }
+    sl_runtime_destroy(rt);
+    sl_config_destroy(cfg);
+    for (size_t i = 0; i < n_src; i++)
+        free(params[i]);
+    return status;
+}
