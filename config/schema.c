@@ -174,6 +174,7 @@ static const sl__key_t sl__keys[] = {
      "Longest reconnect delay."},
     {"sources.mqtt", "connect_timeout", SL_PARAM_DURATION, "10s", NULL, "1s", "1h", NULL, SL__NOCHECK, 0,
      "How long one connection attempt may take."},
+
     {"sources.replay", "file", SL_PARAM_STRING, NULL, NULL, NULL, NULL, NULL, sl__check_nonempty, "non-empty",
      SL__KEY_REQUIRED, "Capture to replay: sluice capture, NDJSON or `mosquitto_sub -v` lines, gzip or not (detected)."},
     {"sources.replay", "speed", SL_PARAM_DOUBLE, "1", NULL, "0", "1e6", NULL, SL__NOCHECK, 0,
@@ -255,6 +256,28 @@ static const sl__key_t sl__keys[] = {
      "A batch is written this long after its first event at the latest."},
     {"sinks.file", "max_open_files", SL_PARAM_COUNT, "64", NULL, "1", "4096", NULL, SL__NOCHECK, 0,
      "Files open at once per instance; past it the least recently used file is completed."},
+    {"sinks.kafka", "brokers", SL_PARAM_STRING, NULL, NULL, NULL, NULL, NULL, sl__check_nonempty, "non-empty",
+     SL__KEY_REQUIRED, "Bootstrap servers, HOST:PORT[,HOST:PORT...] (librdkafka bootstrap.servers)."},
+    {"sinks.kafka", "topic", SL_PARAM_STRING, "telemetry", NULL, NULL, NULL, NULL, sl__check_nonempty, "non-empty", 0,
+     "Topic template: text, `{key}`, `{topic}` (MQTT topic) and `{ATTRIBUTE}`; other characters become `_`."},
+    {"sinks.kafka", "key", SL_PARAM_STRING, "{key}", NULL, NULL, NULL, NULL, SL__NOCHECK, 0,
+     "Message key template (the device id by default, so a device's events keep their order in one partition)."},
+    {"sinks.kafka", "compression", SL_PARAM_ENUM, "none", NULL, NULL, NULL, "none|gzip|snappy|lz4|zstd", SL__NOCHECK, 0,
+     "Compression of the produced batches."},
+    {"sinks.kafka", "acks", SL_PARAM_ENUM, "all", NULL, NULL, NULL, "all|1", SL__NOCHECK, 0,
+     "Broker acknowledgements before a delivery report succeeds (and sluice commits)."},
+    {"sinks.kafka", "idempotence", SL_PARAM_BOOL, "true", NULL, NULL, NULL, NULL, SL__NOCHECK, 0,
+     "Idempotent producer: librdkafka's retries neither duplicate nor reorder."},
+    {"sinks.kafka", "linger", SL_PARAM_DURATION, "5ms", NULL, "0s", "10s", NULL, SL__NOCHECK, 0,
+     "How long librdkafka waits to fill a batch (linger.ms)."},
+    {"sinks.kafka", "batch_size", SL_PARAM_COUNT, "10000", NULL, "1", "1_000_000", NULL, SL__NOCHECK, 0,
+     "Events per produced batch at most (batch.num.messages)."},
+    {"sinks.kafka", "batch_bytes", SL_PARAM_SIZE, "1MiB", NULL, "1KiB", "2GiB", NULL, SL__NOCHECK, 0,
+     "Bytes per produced batch at most (batch.size)."},
+    {"sinks.kafka", "headers", SL_PARAM_BOOL, "true", NULL, NULL, NULL, NULL, SL__NOCHECK, 0,
+     "Add headers mqtt_topic, mqtt_qos, received_ns and one per attribute (MQTT 5 user properties)."},
+    {"sinks.kafka", "librdkafka", SL_PARAM_STRING, "", NULL, NULL, NULL, NULL, SL__NOCHECK, SL__KEY_SECRET,
+     "More librdkafka properties, `name=value; name=value` (TLS, SASL, tuning); applied last. Secret."},
 };
 
 static const sl__type_t sl__types[] = {
@@ -267,6 +290,7 @@ static const sl__type_t sl__types[] = {
     {SL_ROLE_STAGE, "passthrough", "stages.passthrough", "Forwards every event unchanged."},
     {SL_ROLE_STAGE, "chaos", "stages.chaos", "Forwards events and misbehaves on purpose, for testing supervision."},
     {SL_ROLE_SINK, "null", "sinks.null", "Acknowledges and discards every event."},
+    {SL_ROLE_SINK, "kafka", "sinks.kafka", "Produces to Kafka; acknowledged on each delivery report (idempotent, acks=all)."},
     {SL_ROLE_SINK, "file", "sinks.file", "Batches to files: NDJSON or raw, gzip or zstd, rotation, acknowledged at the sync level."},
 };
 

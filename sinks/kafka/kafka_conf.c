@@ -1,0 +1,210 @@
+/*
+ * Setting up a `kafka` sink instance: its librdkafka producer from the node's keys (safe defaults:
+ * idempotent, acks=all, no message timeout, so an outage is waited out, never turned into a loss), any
+ * librdkafka property passed through, topic and key templates, and the cache of topic handles.
+ *
+ * A property librdkafka refuses is "cannot start", logged with librdkafka's own text, so a typo in the
+ * config never becomes a crash loop.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sinks/kafka/kafka_int.h"
+
+int sl__ktpl_compile(sl_ktpl_t *t, const char *text)
+{
+    memset(t, 0, sizeof *t);
+    const char *p = text;
+    while (*p) {
+        const char *open = strchr(p, '{'), *close = open ? strchr(open, '}') : NULL;
+        size_t lit = open && close ? (size_t)(open - p) : strlen(p);
+        size_t need = (lit ? 1 : 0) + (open && close ? 1 : 0);
+        sl_kseg_t *segs = realloc(t->segs, (t->n + need) * sizeof *segs);
+        if (segs == NULL)
+            return SL_ENOMEM;
+        t->segs = segs;
+        if (lit) {
+            segs[t->n++] = (sl_kseg_t){SL_KT_LIT, strndup(p, lit), lit};
+            p += lit;
+        }
+        if (open && close) {
+            size_t n = (size_t)(close - open - 1);
+            sl_kt_kind_t k = n == 3 && !memcmp(open + 1, "key", 3)     ? SL_KT_KEY
+                             : n == 5 && !memcmp(open + 1, "topic", 5) ? SL_KT_TOPIC
+                                                                       : SL_KT_ATTR;
+            segs[t->n++] = (sl_kseg_t){k, strndup(open + 1, n), n};
+            p = close + 1;
+        }
+    }
+    t->constant = true;
+    for (size_t i = 0; i < t->n; i++)
+        t->constant = t->constant && t->segs[i].kind == SL_KT_LIT;
+    t->verbatim_key = t->n == 1 && t->segs[0].kind == SL_KT_KEY;
+    return 0;
+}
+
+void sl__ktpl_free(sl_ktpl_t *t)
+{
+    for (size_t i = 0; i < t->n; i++)
+        free(t->segs[i].text);
+    free(t->segs);
+    memset(t, 0, sizeof *t);
+}
+
+static bool sl__ktopic_char(uint8_t c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+           c == '-';
+}
+
+int sl__ktpl_expand(const sl_ktpl_t *t, const sl_event_t *ev, bool topic_chars, char *out, size_t cap)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < t->n; i++) {
+        const sl_kseg_t *s = &t->segs[i];
+        const uint8_t *v = (const uint8_t *)s->text;
+        size_t n = s->len;
+        if (s->kind == SL_KT_KEY)
+            v = ev->key, n = ev->key_len;
+        else if (s->kind == SL_KT_TOPIC)
+            v = (const uint8_t *)ev->topic, n = ev->topic_len;
+        else if (s->kind == SL_KT_ATTR && (ev->rec == NULL || sl_rec_attr_get(ev->rec, s->text, s->len, &v, &n) != 0))
+            v = NULL, n = 0;
+        if (o + n >= cap)
+            return SL_ERANGE;
+        for (size_t k = 0; k < n; k++)
+            out[o++] = (char)(topic_chars && !sl__ktopic_char(v[k]) ? '_' : v[k]);
+    }
+    out[o] = '\0';
+    return (int)o;
+}
+
+rd_kafka_topic_t *sl__ksink_topic(sl_ksink_t *ks, const char *name)
+{
+    for (uint32_t i = 0; i < ks->n_topics; i++)
+        if (strcmp(ks->topics[i].name, name) == 0)
+            return ks->topics[i].rkt;
+    if (ks->n_topics == ks->cap_topics) {
+        uint32_t cap = ks->cap_topics ? ks->cap_topics * 2 : 8;
+        sl_ktopic_t *t = realloc(ks->topics, cap * sizeof *t);
+        if (t == NULL)
+            return NULL;
+        ks->topics = t;
+        ks->cap_topics = cap;
+    }
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(ks->rk, name, NULL);
+    if (rkt == NULL)
+        return NULL;
+    sl_ktopic_t *t = &ks->topics[ks->n_topics++];
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->rkt = rkt;
+    return rkt;
+}
+
+static int sl__kconf_set(sl_ksink_t *ks, rd_kafka_conf_t *conf, const char *k, const char *v)
+{
+    char err[512];
+    if (rd_kafka_conf_set(conf, k, v, err, sizeof err) == RD_KAFKA_CONF_OK)
+        return 0;
+    sl_log(SL_LOG_ERROR, ks->who, SL_EINVAL, "librdkafka property %s: %s", k, err);
+    return SL_EINVAL;
+}
+
+/* `librdkafka: "name=value; name=value"`: passed through after sluice's own settings, so it wins. */
+static int sl__kconf_passthrough(sl_ksink_t *ks, rd_kafka_conf_t *conf, const char *list)
+{
+    char *copy = strdup(list), *save = NULL;
+    int rc = copy ? 0 : SL_ENOMEM;
+    for (char *item = copy ? strtok_r(copy, ";", &save) : NULL; item && rc == 0; item = strtok_r(NULL, ";", &save)) {
+        while (*item == ' ')
+            item++;
+        char *eq = strchr(item, '=');
+        if (*item == '\0')
+            continue;
+        if (eq == NULL) {
+            sl_log(SL_LOG_ERROR, ks->who, SL_EINVAL, "librdkafka: \"%s\" is not name=value", item);
+            rc = SL_EINVAL;
+            break;
+        }
+        *eq = '\0';
+        for (char *e = eq - 1; e > item && *e == ' '; e--)
+            *e = '\0';
+        rc = sl__kconf_set(ks, conf, item, eq + 1);
+    }
+    free(copy);
+    return rc;
+}
+
+static int sl__kconf_build(sl_ksink_t *ks, const sl_conf_node_t *node, rd_kafka_conf_t *conf)
+{
+    char num[32];
+    const char *set[][2] = {
+        {"bootstrap.servers", sl_conf_str(node, "brokers")},
+        {"enable.idempotence", sl_conf_bool(node, "idempotence") ? "true" : "false"},
+        {"acks", sl_conf_str(node, "acks")},
+        {"compression.codec", sl_conf_str(node, "compression")},
+        /* Wait out outages: an event is never given up on for lack of time, only on a permanent error. */
+        {"message.timeout.ms", "0"},
+        {"enable.gapless.guarantee", "false"},
+    };
+    for (size_t i = 0; i < SL_ARRAY_LEN(set); i++)
+        if (sl__kconf_set(ks, conf, set[i][0], set[i][1]) != 0)
+            return SL_EINVAL;
+    snprintf(num, sizeof num, "%.3f", (double)sl_conf_duration(node, "linger") / 1e6);
+    if (sl__kconf_set(ks, conf, "linger.ms", num) != 0)
+        return SL_EINVAL;
+    snprintf(num, sizeof num, "%lld", (long long)sl_conf_int(node, "batch_size"));
+    if (sl__kconf_set(ks, conf, "batch.num.messages", num) != 0)
+        return SL_EINVAL;
+    snprintf(num, sizeof num, "%llu", (unsigned long long)sl_conf_size(node, "batch_bytes"));
+    if (sl__kconf_set(ks, conf, "batch.size", num) != 0)
+        return SL_EINVAL;
+    rd_kafka_conf_set_dr_msg_cb(conf, sl__ksink_dr);
+    rd_kafka_conf_set_opaque(conf, ks);
+    return sl__kconf_passthrough(ks, conf, sl_conf_str(node, "librdkafka"));
+}
+
+int sl__ksink_setup(sl_ctx_t *ctx, sl_ksink_t *ks)
+{
+    const sl_conf_node_t *node = sl_ctx_node(ctx);
+    ks->ctx = ctx;
+    ks->who = sl_ctx_name(ctx);
+    ks->free_head = ks->backlog_head = ks->backlog_tail = SL_KMSG_NIL;
+    ks->headers = sl_conf_bool(node, "headers");
+    if (sl__ktpl_compile(&ks->topic_tpl, sl_conf_str(node, "topic")) != 0 ||
+        sl__ktpl_compile(&ks->key_tpl, sl_conf_str(node, "key")) != 0)
+        return SL_ENOMEM;
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    int rc = sl__kconf_build(ks, node, conf);
+    if (rc != 0) {
+        rd_kafka_conf_destroy(conf);
+        return rc;
+    }
+    char err[512];
+    ks->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+    if (ks->rk == NULL) {
+        rd_kafka_conf_destroy(conf);
+        sl_log(SL_LOG_ERROR, ks->who, SL_EINVAL, "cannot create the Kafka producer: %s", err);
+        return SL_EINVAL;
+    }
+    sl_log(SL_LOG_DEBUG, ks->who, 0, "producing to %s, topic %s, key %s, compression %s, acks %s", sl_conf_str(node, "brokers"),
+           sl_conf_str(node, "topic"), sl_conf_str(node, "key"), sl_conf_str(node, "compression"),
+           sl_conf_str(node, "acks"));
+    return 0;
+}
+
+void sl__ksink_free(sl_ksink_t *ks)
+{
+    if (ks == NULL)
+        return;
+    for (uint32_t i = 0; i < ks->n_topics; i++)
+        rd_kafka_topic_destroy(ks->topics[i].rkt);
+    if (ks->rk)
+        rd_kafka_destroy(ks->rk);
+    sl__ktpl_free(&ks->topic_tpl);
+    sl__ktpl_free(&ks->key_tpl);
+    free(ks->topics);
+    free(ks->msgs);
+    free(ks);
+}
