@@ -124,15 +124,18 @@ int main(int argc, char **argv)
     int runs = 5;
     const char *sluice = "build/sluice";
     bool raw_only = false;
+    unsigned max_demand = 1000;
     int c;
-    while ((c = getopt(argc, argv, "n:r:s:R")) != -1) {
+    while ((c = getopt(argc, argv, "n:r:s:Rd:")) != -1) {
         switch (c) {
+        case 'd': max_demand = (unsigned)atoi(optarg); break;
         case 'R': raw_only = true; break;
         case 'n': n = strtoull(optarg, NULL, 10); break;
         case 'r': runs = atoi(optarg); break;
         case 's': sluice = optarg; break;
         default:
-            fprintf(stderr, "usage: bench_chain [-n EVENTS] [-r RUNS] [-s SLUICE_BINARY] [-R (raw only)]\n");
+            fprintf(stderr,
+                    "usage: bench_chain [-n EVENTS] [-r RUNS] [-s SLUICE_BINARY] [-d MAX_DEMAND] [-R (raw only)]\n");
             return 2;
         }
     }
@@ -148,12 +151,13 @@ int main(int argc, char **argv)
     fprintf(f,
             "pipeline: { name: bench-chain }\n"
             "metrics: { summary_interval: 0s }\n"
+            "channels: { max_demand: %u }\n"
             "sources: [ { name: fleet, type: generator, count: %llu, devices: 1000, payload_size: %d } ]\n"
             "stages:\n"
             "  - { name: relay1, type: passthrough, from: fleet }\n"
             "  - { name: relay2, type: passthrough, from: relay1 }\n"
             "sinks: [ { name: out, type: null, from: relay2 } ]\n",
-            (unsigned long long)n, PAYLOAD);
+            max_demand, (unsigned long long)n, PAYLOAD);
     fclose(f);
     double chain[99], raw[99];
     long rss = 0;

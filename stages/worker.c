@@ -468,6 +468,12 @@ static bool sl__ready(void *arg)
     return false;
 }
 
+static bool sl__stash_ready(void *arg)
+{
+    sl_ctx_t *ctx = arg;
+    return sl__out_ready(ctx->inst, &ctx->stash);
+}
+
 /* Runs a pass of the instance; returns >0 on progress, 0 when idle, SL_EOF when done, <0 on a crash. */
 static int64_t sl__pass(sl_ctx_t *ctx)
 {
@@ -658,7 +664,10 @@ int sl__worker_main(sl_runtime_t *rt, sl_inst_t *inst)
     while (!sl__stash_empty(&ctx.stash)) {
         if (sl__out_flush_stash(inst, &ctx.stash) != 0) {
             sl__out_kick(inst);
-            sl_bell_wait(inst->bell, sl__ready, &ctx, SL_WORKER_TICK_NS);
+            /* Only room for the stash counts now (sl__ready would call a stopping producer ready and
+             * this loop would spin). */
+            sl_bell_wait(inst->bell, sl__stash_ready, &ctx, SL_WORKER_TICK_NS);
+            sl__ctx_publish_stats(&ctx);
         }
         sl__out_publish(inst);
     }
