@@ -146,7 +146,6 @@ static int sl__kconf_build(sl_ksink_t *ks, const sl_conf_node_t *node, rd_kafka_
         {"compression.codec", sl_conf_str(node, "compression")},
         /* Wait out outages: an event is never given up on for lack of time, only on a permanent error. */
         {"message.timeout.ms", "0"},
-        {"enable.gapless.guarantee", "false"},
     };
     for (size_t i = 0; i < SL_ARRAY_LEN(set); i++)
         if (sl__kconf_set(ks, conf, set[i][0], set[i][1]) != 0)
