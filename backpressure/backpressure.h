@@ -98,6 +98,11 @@ static inline size_t sl_rec_body_len(size_t topic, size_t key, size_t attr, size
     return sizeof(sl_rec_t) + topic + key + attr + payload;
 }
 
+/* Appends attribute name=value to the blob buf[0..cap) at *len (advanced). Returns 0, or SL_ENOSPC (nothing
+ * written) when it does not fit or a part passes 65535 bytes. */
+int sl_rec_attr_put(uint8_t *buf, size_t cap, size_t *len, const char *name, size_t name_len, const void *val,
+                    size_t val_len);
+
 /* Looks up attribute name in r; returns 0 and sets *val and *vlen, or SL_ENOENT. */
 int sl_rec_attr_get(const sl_rec_t *r, const char *name, size_t name_len, const uint8_t **val, size_t *vlen);
 

@@ -501,6 +501,21 @@ void sl_chan_stat(const sl_chan_t *ch, sl_chan_stat_t *st)
     st->closed = atomic_load_explicit(&c->closed, memory_order_relaxed) != 0;
 }
 
+int sl_rec_attr_put(uint8_t *buf, size_t cap, size_t *len, const char *name, size_t name_len, const void *val,
+                    size_t val_len)
+{
+    if (name_len > UINT16_MAX || val_len > UINT16_MAX || *len + 4 + name_len + val_len > cap)
+        return SL_ENOSPC;
+    uint16_t n16 = (uint16_t)name_len, v16 = (uint16_t)val_len;
+    memcpy(buf + *len, &n16, 2);
+    memcpy(buf + *len + 2, &v16, 2);
+    memcpy(buf + *len + 4, name, name_len);
+    if (val_len)
+        memcpy(buf + *len + 4 + name_len, val, val_len);
+    *len += 4 + name_len + val_len;
+    return 0;
+}
+
 int sl_rec_attr_get(const sl_rec_t *r, const char *name, size_t name_len, const uint8_t **val, size_t *vlen)
 {
     const uint8_t *p = sl_rec_attrs(r), *end = p + r->attr_len;

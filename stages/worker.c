@@ -148,20 +148,14 @@ int sl_emit_overdraft(sl_ctx_t *ctx, const sl_emit_t *em, uint32_t overdraft)
     return sl__emit_direct(ctx, em, overdraft);
 }
 
-/* Appends attribute name=value to buf at *len (truncating the value to what fits a u16 and the buffer). */
-static void sl__attr_put(uint8_t *buf, size_t cap, size_t *len, const char *name, const char *value)
+/* Appends a dead-letter attribute, its value cut to what fits (the error text may be long). */
+static void sl__dl_attr(uint8_t *buf, size_t cap, size_t *len, const char *name, const char *value)
 {
     size_t nl = strlen(name), vl = value ? strlen(value) : 0;
     if (*len + 4 + nl > cap)
         return;
     vl = SL_MIN(vl, SL_MIN((size_t)UINT16_MAX, cap - *len - 4 - nl));
-    uint16_t n16 = (uint16_t)nl, v16 = (uint16_t)vl;
-    memcpy(buf + *len, &n16, 2);
-    memcpy(buf + *len + 2, &v16, 2);
-    memcpy(buf + *len + 4, name, nl);
-    if (vl)
-        memcpy(buf + *len + 4 + nl, value, vl);
-    *len += 4 + nl + vl;
+    sl_rec_attr_put(buf, cap, len, name, nl, value, vl);
 }
 
 #define SL_DL_BUF 16384
@@ -188,9 +182,9 @@ int sl_dead_letter(sl_ctx_t *ctx, const sl_event_t *ev, const char *reason, cons
     }
     size_t len = SL_MIN((size_t)ev->attr_len, SL_DL_BUF / 2);
     memcpy(ctx->dl_buf, ev->attrs, len);
-    sl__attr_put(ctx->dl_buf, SL_DL_BUF, &len, "dl_reason", reason);
-    sl__attr_put(ctx->dl_buf, SL_DL_BUF, &len, "dl_stage", inst->name);
-    sl__attr_put(ctx->dl_buf, SL_DL_BUF, &len, "dl_error", error);
+    sl__dl_attr(ctx->dl_buf, SL_DL_BUF, &len, "dl_reason", reason);
+    sl__dl_attr(ctx->dl_buf, SL_DL_BUF, &len, "dl_stage", inst->name);
+    sl__dl_attr(ctx->dl_buf, SL_DL_BUF, &len, "dl_error", error);
     sl_emit_t em = {.topic = ev->topic,
                     .topic_len = ev->topic_len,
                     .key = ev->key,
