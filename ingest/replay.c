@@ -157,7 +157,8 @@ static int sl__replay_attrs(sl_replay_t *r, const sl_cap_rec_t *c)
         r->attrs = p;
         r->attr_cap = need * 2;
     }
-    memcpy(r->attrs, c->props, c->props_len);
+    if (c->props_len)
+        memcpy(r->attrs, c->props, c->props_len);
     r->attr_len = c->props_len;
     if (r->have_tpl) {
         const char *key = NULL;
@@ -301,7 +302,7 @@ static int sl__replay_demand(sl_ctx_t *ctx, void *state, uint64_t demand)
                         .payload_len = r->rec.payload_len,
                         .flags = (uint16_t)(r->rec.flags & SL_CAP_F_BINARY ? SL_REC_BINARY : 0),
                         .qos = r->rec.qos,
-                        .ingest_ns = wall};
+                        .ingest_ns = r->speed > 0 ? sl_wall_ns() : wall}; /* timed: when it was due */
         int rc = sl_emit(ctx, &em);
         if (rc == SL_ENOSPC) /* the rings and the stash are full: the record stays in hand */
             break;

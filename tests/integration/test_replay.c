@@ -1,0 +1,384 @@
+/*
+ * Record and replay through the real binary: `sluice gen` -> capture -> `sluice replay` into a null sink
+ * that checks every device's sequence (nothing lost); the malformed fraction counted by decode; a corrupt
+ * record skipped and reported at its index and offset while the rest is delivered; recorded timing
+ * (never early, in order: checked on the file sink's output, read back with the NDJSON reader, without
+ * an upper time bound); a SIGKILLed replay worker resumes where its channel says; NDJSON and
+ * mosquitto_sub -v samples; an unreadable file does not start.
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "harness.h"
+#include "ingest/capture/capture.h"
+
+static int setup(void **state)
+{
+    sl_th_t *th = calloc(1, sizeof *th);
+    if (th == NULL || sl_th_init(th, "replay") != 0)
+        return -1;
+    *state = th;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    sl_th_t *th = *state;
+    bool was_running = th->pid > 0;
+    sl_th_cleanup(th);
+    free(th);
+    assert_false(was_running); /* every test stops what it started */
+    return 0;
+}
+
+/* Starts SLUICE_BIN with argv (NULL-terminated, without the program), output to the log. */
+static pid_t start_args(sl_th_t *th, const char *const *args)
+{
+    const char *bin = getenv("SLUICE_BIN");
+    char *argv[32];
+    size_t n = 0;
+    argv[n++] = (char *)(bin ? bin : "build/sluice");
+    while (*args && n < 31)
+        argv[n++] = (char *)*args++;
+    argv[n] = NULL;
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(th->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    th->pid = pid;
+    return pid;
+}
+
+/* Runs it to the end; returns its exit code (fails the test on a timeout or a signal). */
+static int run_args(sl_th_t *th, const char *const *args, int timeout_ms)
+{
+    start_args(th, args);
+    if (!sl_th_wait(th, timeout_ms))
+        fail_msg("sluice %s still running after %d ms; log:\n%s", args[0], timeout_ms, sl_th_log(th));
+    if (!WIFEXITED(th->status))
+        fail_msg("sluice %s died with status 0x%x; log:\n%s", args[0], th->status, sl_th_log(th));
+    return WEXITSTATUS(th->status);
+}
+
+/* sluice gen into dir/name with extra options; returns how many malformed payloads it wrote. */
+static uint64_t gen(sl_th_t *th, const char *name, char *path, size_t len, const char *const *opts)
+{
+    snprintf(path, len, "%s/%s", th->dir, name);
+    const char *args[24] = {"gen", "-o", path};
+    size_t n = 3;
+    while (opts && *opts && n < 23)
+        args[n++] = *opts++;
+    args[n] = NULL;
+    int rc = run_args(th, args, 60000);
+    if (rc != 0)
+        fail_msg("sluice gen exited %d; log:\n%s", rc, sl_th_log(th));
+    uint64_t bad = 0;
+    assert_true(sl_th_log_number(th, "sluice gen: wrote", "(", &bad));
+    return bad;
+}
+
+/* Sums a number over every log line containing tag. */
+static uint64_t sum_lines(sl_th_t *th, const char *tag, const char *after)
+{
+    uint64_t sum = 0;
+    for (const char *p = sl_th_log(th); (p = strstr(p, tag)) != NULL; p++) {
+        const char *eol = strchr(p, '\n'), *v = strstr(p, after);
+        if (v && (!eol || v < eol))
+            sum += strtoull(v + strlen(after), NULL, 10);
+    }
+    return sum;
+}
+
+static void assert_verified(sl_th_t *th, uint64_t events, uint64_t lost, uint64_t dups)
+{
+    uint64_t n = sum_lines(th, "verify: ", "verify: "), l = sum_lines(th, "verify: ", "lost "),
+             d = sum_lines(th, "verify: ", "duplicates "), bad = sum_lines(th, "verify: ", "unparseable ");
+    if (n != events || l != lost || d != dups || bad != 0)
+        fail_msg("verify: %llu events (want %llu), lost %llu (want %llu), dups %llu (want %llu), bad %llu; log:\n%s",
+                 (unsigned long long)n, (unsigned long long)events, (unsigned long long)l, (unsigned long long)lost,
+                 (unsigned long long)d, (unsigned long long)dups, (unsigned long long)bad, sl_th_log(th));
+}
+
+static const char relay_cfg[] = "pipeline: { name: replay }\n"
+                                "sources: [ { name: fleet, type: generator } ]\n"
+                                "stages:\n"
+                                "  - { name: relay, type: passthrough, from: fleet, concurrency: 2,\n"
+                                "      dispatcher: partition, partition_by: key }\n"
+                                "sinks:\n"
+                                "  - { name: out, type: null, from: relay, concurrency: 2, dispatcher: partition,\n"
+                                "      partition_by: key, verify_sequence: true }\n";
+
+static void test_gen_replay_nothing_lost(void **state)
+{
+    sl_th_t *th = *state;
+    char cap[300];
+    const char *opts[] = {"-n", "50000", "-d", "300", "-z", NULL};
+    assert_int_equal(gen(th, "fleet.cap.gz", cap, sizeof cap, opts), 0);
+    sl_th_config(th, "%s", relay_cfg);
+    const char *args[] = {"replay", cap, "-c", th->cfg, "--speed", "max", NULL};
+    assert_int_equal(run_args(th, args, 60000), 0);
+    assert_verified(th, 50000, 0, 0);
+    assert_non_null(strstr(sl_th_log(th), "[fleet#0] replayed 50000 events"));
+}
+
+static void test_malformed_fraction_counted(void **state)
+{
+    sl_th_t *th = *state;
+    char cap[300];
+    const char *opts[] = {"-n", "4000", "-d", "40", "-m", "0.05", "-p", "mixed", "--seed", "3", NULL};
+    uint64_t bad = gen(th, "bad.cap", cap, sizeof cap, opts);
+    assert_true(bad > 100 && bad < 300); /* about 5 % of the ~95 % JSON payloads */
+    sl_th_config(th, "pipeline: { name: malformed }\n"
+                     "sources: [ { name: fleet, type: replay, file: %s, speed: 0 } ]\n"
+                     "stages: [ { name: dec, type: decode, from: fleet } ]\n"
+                     "sinks: [ { name: out, type: null, from: dec } ]\n",
+                     cap);
+    const char *args[] = {"run", "-c", th->cfg, NULL};
+    assert_int_equal(run_args(th, args, 60000), 0);
+    /* decode dead-letters every malformed payload and every binary one (the mixed profile's 5 %). */
+    sl_cap_reader_t *rd;
+    assert_int_equal(sl_cap_reader_open(cap, &rd), 0);
+    sl_cap_rec_t r;
+    uint64_t binary = 0;
+    while (sl_cap_reader_next(rd, &r) == 0)
+        binary += (r.flags & SL_CAP_F_BINARY) != 0;
+    sl_cap_reader_destroy(rd);
+    uint64_t failed = 0;
+    assert_true(sl_th_log_number(th, "[total]", "failed ", &failed));
+    if (failed != bad + binary)
+        fail_msg("decode failed %llu, want %llu malformed + %llu binary; log:\n%s", (unsigned long long)failed,
+                 (unsigned long long)bad, (unsigned long long)binary, sl_th_log(th));
+}
+
+static void test_corrupt_record_skipped(void **state)
+{
+    sl_th_t *th = *state;
+    char cap[300];
+    const char *opts[] = {"-n", "1000", "-d", "10", NULL};
+    gen(th, "c.cap", cap, sizeof cap, opts);
+    /* Find record 500's offset with the reader, then flip a byte in its payload. */
+    sl_cap_reader_t *rd;
+    assert_int_equal(sl_cap_reader_open(cap, &rd), 0);
+    sl_cap_rec_t r;
+    uint64_t off = 0;
+    while (sl_cap_reader_next(rd, &r) == 0)
+        if (r.index == 500)
+            off = r.offset;
+    sl_cap_reader_destroy(rd);
+    assert_true(off > 0);
+    int fd = open(cap, O_RDWR);
+    assert_true(fd >= 0);
+    uint8_t c;
+    assert_int_equal(pread(fd, &c, 1, (off_t)off + 100), 1);
+    c ^= 0x20;
+    assert_int_equal(pwrite(fd, &c, 1, (off_t)off + 100), 1);
+    close(fd);
+    sl_th_config(th, "%s", relay_cfg);
+    const char *args[] = {"replay", cap, "-c", th->cfg, "--speed", "0", NULL};
+    assert_int_equal(run_args(th, args, 60000), 0);
+    char want[128];
+    snprintf(want, sizeof want, "corrupt record 500 at byte %llu: checksum mismatch; skipped", (unsigned long long)off);
+    if (strstr(sl_th_log(th), want) == NULL)
+        fail_msg("no \"%s\" in the log:\n%s", want, sl_th_log(th));
+    /* Record 500 is device 0's seq 50: one gap. */
+    assert_verified(th, 999, 1, 0);
+}
+
+/* The one .ndjson file the file sink completed in dir (its name carries the instance). */
+static void find_ndjson(const char *dir, char *path, size_t len)
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    struct dirent *e;
+    path[0] = 0;
+    while ((e = readdir(d)) != NULL) {
+        size_t n = strlen(e->d_name);
+        if (n > 7 && strcmp(e->d_name + n - 7, ".ndjson") == 0)
+            snprintf(path, len, "%s/%s", dir, e->d_name);
+    }
+    closedir(d);
+}
+
+static void test_recorded_timing_order(void **state)
+{
+    sl_th_t *th = *state;
+    char cap[300], out[300];
+    /* 600 records at 2000/s with a burst of 50 every 100 ms: 0.3 s recorded, replayed at speed 2. */
+    const char *opts[] = {"-n", "600", "-d", "7", "-r", "2000", "--burst", "50", "--burst-every", "100ms", NULL};
+    gen(th, "t.cap", cap, sizeof cap, opts);
+    snprintf(out, sizeof out, "%s/out", th->dir);
+    sl_th_config(th, "pipeline: { name: timing }\n"
+                     "sources: [ { name: fleet, type: generator } ]\n"
+                     "sinks: [ { name: out, type: file, from: fleet, dir: %s, path: all.ndjson, sync: none,\n"
+                     "           batch_timeout: 10ms } ]\n",
+                     out);
+    const char *args[] = {"replay", cap, "-c", th->cfg, "--speed", "2", NULL};
+    assert_int_equal(run_args(th, args, 60000), 0);
+    /* Read both back: the same records in the same order, none emitted before its recorded time / 2. */
+    char path[600];
+    find_ndjson(out, path, sizeof path);
+    sl_cap_reader_t *a, *b;
+    assert_int_equal(sl_cap_reader_open(cap, &a), 0);
+    if (sl_cap_reader_open(path, &b) != 0)
+        fail_msg("no %s; log:\n%s", path, sl_th_log(th));
+    assert_int_equal(sl_cap_reader_info(b)->format, SL_CAP_FMT_NDJSON);
+    sl_cap_rec_t ra, rb;
+    uint64_t n = 0, ts0 = 0, at0 = 0;
+    while (sl_cap_reader_next(a, &ra) == 0) {
+        assert_int_equal(sl_cap_reader_next(b, &rb), 0);
+        assert_int_equal(ra.topic_len, rb.topic_len);
+        assert_memory_equal(ra.topic, rb.topic, ra.topic_len);
+        assert_int_equal(ra.payload_len, rb.payload_len);
+        assert_memory_equal(ra.payload, rb.payload, ra.payload_len);
+        if (n++ == 0)
+            ts0 = ra.ts_ns, at0 = rb.ts_ns;
+        uint64_t recorded = (ra.ts_ns - ts0) / 2, replayed = rb.ts_ns - at0;
+        if (replayed + 2000000 < recorded) /* 2 ms for the wall clock's steps against the monotonic one */
+            fail_msg("record %llu emitted %llu ns after the first, due at %llu", (unsigned long long)n - 1,
+                     (unsigned long long)replayed, (unsigned long long)recorded);
+    }
+    assert_int_equal(sl_cap_reader_next(b, &rb), SL_EOF);
+    assert_int_equal(n, 600);
+    sl_cap_reader_destroy(a);
+    sl_cap_reader_destroy(b);
+}
+
+/* The source's count in the last summary line ("fleet out 9539", "fleet out 12.5k"). */
+static double summary_out(sl_th_t *th)
+{
+    const char *log = sl_th_log(th), *last = NULL;
+    for (const char *p = log; (p = strstr(p, "[summary] fleet out ")) != NULL; p++)
+        last = p;
+    if (last == NULL)
+        return 0;
+    char *end;
+    double v = strtod(last + strlen("[summary] fleet out "), &end);
+    return *end == 'k' ? v * 1e3 : *end == 'M' ? v * 1e6 : v;
+}
+
+static void test_killed_replay_resumes(void **state)
+{
+    sl_th_t *th = *state;
+    char cap[300];
+    /* 1.5 s of recorded time at speed 1, so the kill lands mid-stream. */
+    const char *opts[] = {"-n", "30000", "-d", "100", "-r", "20000", NULL};
+    gen(th, "k.cap", cap, sizeof cap, opts);
+    sl_th_config(th, "pipeline: { name: resume }\n"
+                     "metrics: { summary_interval: 100ms }\n"
+                     "sources: [ { name: fleet, type: replay, file: %s, concurrency: 2, key_level: 1 } ]\n"
+                     "sinks: [ { name: out, type: null, from: fleet, concurrency: 2, dispatcher: partition,\n"
+                     "           partition_by: key, verify_sequence: true } ]\n",
+                     cap);
+    const char *args[] = {"run", "-c", th->cfg, "-v", NULL};
+    start_args(th, args);
+    double out = 0; /* wait until both instances have emitted, so the successor has something to skip */
+    for (int i = 0; i < 3000 && (out = summary_out(th)) < 3000; i++)
+        usleep(10000);
+    assert_true(out >= 3000);
+    pid_t victim = sl_th_worker_pid(th, "fleet#1");
+    assert_true(victim > 0);
+    assert_int_equal(kill(victim, SIGKILL), 0);
+    assert_true(sl_th_wait_log(th, "[fleet#1] resuming after the", 30000));
+    if (!sl_th_wait(th, 60000) || !WIFEXITED(th->status) || WEXITSTATUS(th->status) != 0)
+        fail_msg("status 0x%x; log:\n%s", th->status, sl_th_log(th));
+    assert_verified(th, 30000, 0, 0);
+}
+
+static void test_text_samples(void **state)
+{
+    sl_th_t *th = *state;
+    const char *src = getenv("SLUICE_SRC");
+    static const struct {
+        const char *file;
+        uint64_t events, corrupt;
+    } s[] = {{"sample.ndjson", 4, 1}, {"sample.mosq", 5, 0}, {"sensors.cap.gz", 20, 0}};
+    for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) {
+        char path[512], want[700];
+        snprintf(path, sizeof path, "%s/tests/capture/%s", src ? src : ".", s[i].file);
+        sl_th_config(th, "pipeline: { name: samples }\n"
+                         "sources: [ { name: fleet, type: generator } ]\n"
+                         "sinks: [ { name: out, type: null, from: fleet } ]\n");
+        const char *args[] = {"replay", path, "-c", th->cfg, "--speed", "0", "--key-level", "1", NULL};
+        assert_int_equal(run_args(th, args, 30000), 0);
+        snprintf(want, sizeof want, "replayed %llu events from %s in 1 pass; %llu corrupt", (unsigned long long)s[i].events,
+                 path, (unsigned long long)s[i].corrupt);
+        if (strstr(sl_th_log(th), want) == NULL)
+            fail_msg("no \"%s\" in the log:\n%s", want, sl_th_log(th));
+    }
+}
+
+static void test_loops_start_count(void **state)
+{
+    sl_th_t *th = *state;
+    char cap[300];
+    const char *opts[] = {"-n", "100", "-d", "5", NULL};
+    gen(th, "l.cap", cap, sizeof cap, opts);
+    sl_th_config(th, "pipeline: { name: loops }\n"
+                     "sources: [ { name: fleet, type: generator } ]\n"
+                     "sinks: [ { name: out, type: null, from: fleet } ]\n");
+    /* Three passes from record 40: 3 x 60 events. */
+    const char *a1[] = {"replay", cap, "-c", th->cfg, "-s", "0", "--loop=3", "--start", "40", NULL};
+    assert_int_equal(run_args(th, a1, 30000), 0);
+    assert_non_null(strstr(sl_th_log(th), "[out#0] took 180 events"));
+    /* Forever, stopped by --count. */
+    const char *a2[] = {"replay", cap, "-c", th->cfg, "-s", "0", "--loop", "--count", "1234", NULL};
+    assert_int_equal(run_args(th, a2, 30000), 0);
+    assert_non_null(strstr(sl_th_log(th), "[out#0] took 1234 events"));
+    /* A start time past the end: nothing to emit, and it ends rather than spinning. */
+    const char *a3[] = {"replay", cap, "-c", th->cfg, "-s", "0", "--loop", "--start", "1h", NULL};
+    assert_int_equal(run_args(th, a3, 30000), 0);
+    assert_non_null(strstr(sl_th_log(th), "[out#0] took 0 events"));
+}
+
+static void test_unreadable_does_not_start(void **state)
+{
+    sl_th_t *th = *state;
+    sl_th_config(th, "%s", relay_cfg);
+    char path[300];
+    snprintf(path, sizeof path, "%s/missing.cap", th->dir);
+    const char *args[] = {"replay", path, "-c", th->cfg, NULL};
+    assert_int_equal(run_args(th, args, 30000), 2);
+    assert_non_null(strstr(sl_th_log(th), "cannot read"));
+    /* The same through a config: the worker cannot start, the pipeline stops with 1, no respawn loop. */
+    sl_th_config(th, "pipeline: { name: missing }\n"
+                     "sources: [ { name: fleet, type: replay, file: %s } ]\n"
+                     "sinks: [ { name: out, type: null, from: fleet } ]\n",
+                     path);
+    const char *a2[] = {"run", "-c", th->cfg, NULL};
+    assert_int_equal(run_args(th, a2, 30000), 1);
+    assert_int_equal(sl_th_log_count(th, "cannot read capture"), 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_gen_replay_nothing_lost, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_malformed_fraction_counted, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_corrupt_record_skipped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_recorded_timing_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_killed_replay_resumes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_text_samples, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_loops_start_count, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unreadable_does_not_start, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
