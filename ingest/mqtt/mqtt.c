@@ -61,6 +61,7 @@ static void sl__mqtt_subscribed(void *context, MQTTAsync_successData *r)
         if (q == 0x80)
             sl_log(SL_LOG_ERROR, m->who, 0, "subscription to %s refused by the broker", m->filters[i]);
     }
+    sl_log(SL_LOG_INFO, m->who, 0, "subscribed to %d filter%s", m->n_filters, m->n_filters == 1 ? "" : "s");
 }
 
 static void sl__mqtt_subscribed5(void *context, MQTTAsync_successData5 *r)
@@ -75,6 +76,7 @@ static void sl__mqtt_subscribed5(void *context, MQTTAsync_successData5 *r)
             sl_log(SL_LOG_ERROR, m->who, 0, "subscription to %s refused by the broker: %s", m->filters[i],
                    MQTTReasonCode_toString(rc));
     }
+    sl_log(SL_LOG_INFO, m->who, 0, "subscribed to %d filter%s", m->n_filters, m->n_filters == 1 ? "" : "s");
 }
 
 static void sl__mqtt_sub_failed(void *context, MQTTAsync_failureData *r)

@@ -17,6 +17,8 @@
 
 static char sl__th_buf[4 << 20];
 
+#define SL_TH_MIN(a, b) ((a) < (b) ? (a) : (b))
+
 static uint64_t sl__th_ms(void)
 {
     struct timespec ts;
@@ -176,4 +178,235 @@ size_t sl_th_children(pid_t parent, pid_t *out, size_t cap)
         out[n++] = pid;
     fclose(f);
     return n;
+}
+
+/* ---- mosquitto and MQTT publishers --------------------------------------------------------------- */
+
+#include <MQTTAsync.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pwd.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
+
+int sl_th_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    int port = 0;
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+        port = ntohs(a.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return port;
+}
+
+static bool sl__th_port_open(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {
+        .sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    bool ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    if (fd >= 0)
+        close(fd);
+    return ok;
+}
+
+int sl_th_mosq_start(sl_th_t *th, sl_th_mosq_t *mq, const char *extra_conf)
+{
+    if (mq->port == 0) {
+        mq->port = sl_th_free_port();
+        snprintf(mq->conf, sizeof mq->conf, "%s/mosquitto.conf", th->dir);
+        snprintf(mq->log, sizeof mq->log, "%s/mosquitto.log", th->dir);
+        snprintf(mq->data, sizeof mq->data, "%s/mosquitto-data/", th->dir);
+        mkdir(mq->data, 0755);
+    }
+    FILE *f = fopen(mq->conf, "w");
+    if (f == NULL || mq->port == 0)
+        return -1;
+    /* Started as root, mosquitto drops to user "mosquitto" unless told to stay who we are. */
+    struct passwd *pw = getpwuid(getuid());
+    fprintf(f,
+            "user %s\nlistener %d 127.0.0.1\nallow_anonymous true\nlog_dest stderr\nlog_type all\n"
+            "persistence_location %s\n%s\n",
+            pw ? pw->pw_name : "root", mq->port, mq->data, extra_conf ? extra_conf : "");
+    fclose(f);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(mq->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        execlp("mosquitto", "mosquitto", "-c", mq->conf, (char *)NULL);
+        _exit(127);
+    }
+    mq->pid = pid;
+    uint64_t deadline = sl__th_ms() + 10000;
+    while (!sl__th_port_open(mq->port)) {
+        if (sl__th_ms() >= deadline || waitpid(pid, NULL, WNOHANG) == pid) {
+            fprintf(stderr, "harness: mosquitto did not start on port %d (see %s)\n", mq->port, mq->log);
+            return -1;
+        }
+        sl__th_poll_pause();
+    }
+    return 0;
+}
+
+void sl_th_mosq_stop(sl_th_mosq_t *mq)
+{
+    if (mq->pid <= 0)
+        return;
+    kill(mq->pid, SIGTERM);
+    uint64_t deadline = sl__th_ms() + 5000;
+    while (waitpid(mq->pid, NULL, WNOHANG) != mq->pid) {
+        if (sl__th_ms() >= deadline) {
+            kill(mq->pid, SIGKILL);
+            waitpid(mq->pid, NULL, 0);
+            break;
+        }
+        sl__th_poll_pause();
+    }
+    mq->pid = 0;
+}
+
+int sl_th_mosq_log_count(sl_th_mosq_t *mq, const char *needle)
+{
+    sl_th_t tmp;
+    memset(&tmp, 0, sizeof tmp);
+    snprintf(tmp.log, sizeof tmp.log, "%s", mq->log);
+    return sl_th_log_count(&tmp, needle);
+}
+
+typedef struct sl__th_pubctx_s {
+    _Atomic int connected; /* 1 ok, -1 failed */
+    _Atomic long done, failed;
+} sl__th_pubctx_t;
+
+static void sl__th_pub_ok(void *c, MQTTAsync_successData *r) { atomic_fetch_add(&((sl__th_pubctx_t *)c)->done, 1); }
+static void sl__th_pub_fail(void *c, MQTTAsync_failureData *r) { atomic_fetch_add(&((sl__th_pubctx_t *)c)->failed, 1); }
+static void sl__th_pub_ok5(void *c, MQTTAsync_successData5 *r) { atomic_fetch_add(&((sl__th_pubctx_t *)c)->done, 1); }
+static void sl__th_pub_fail5(void *c, MQTTAsync_failureData5 *r)
+{
+    atomic_fetch_add(&((sl__th_pubctx_t *)c)->failed, 1);
+}
+static void sl__th_conn_ok(void *c, MQTTAsync_successData *r) { atomic_store(&((sl__th_pubctx_t *)c)->connected, 1); }
+static void sl__th_conn_fail(void *c, MQTTAsync_failureData *r)
+{
+    atomic_store(&((sl__th_pubctx_t *)c)->connected, -1);
+}
+static void sl__th_conn_ok5(void *c, MQTTAsync_successData5 *r) { atomic_store(&((sl__th_pubctx_t *)c)->connected, 1); }
+static void sl__th_conn_fail5(void *c, MQTTAsync_failureData5 *r)
+{
+    atomic_store(&((sl__th_pubctx_t *)c)->connected, -1);
+}
+
+static bool sl__th_pub_connect(MQTTAsync cli, const sl_th_pub_t *p, sl__th_pubctx_t *pc)
+{
+    MQTTAsync_connectOptions o3 = MQTTAsync_connectOptions_initializer;
+    MQTTAsync_connectOptions o5 = MQTTAsync_connectOptions_initializer5;
+    MQTTAsync_connectOptions *o = p->version == 5 ? &o5 : &o3;
+    o->context = pc;
+    o->maxInflight = 1000;
+    if (p->version == 5) {
+        o->onSuccess5 = sl__th_conn_ok5;
+        o->onFailure5 = sl__th_conn_fail5;
+    } else {
+        o->onSuccess = sl__th_conn_ok;
+        o->onFailure = sl__th_conn_fail;
+    }
+    if (MQTTAsync_connect(cli, o) != MQTTASYNC_SUCCESS)
+        return false;
+    uint64_t deadline = sl__th_ms() + 10000;
+    while (atomic_load(&pc->connected) == 0 && sl__th_ms() < deadline)
+        sl__th_poll_pause();
+    return atomic_load(&pc->connected) == 1;
+}
+
+/* Sends one message; keeps at most 1000 unconfirmed so a long stream does not queue without bound. */
+static bool sl__th_pub_one(MQTTAsync cli, const sl_th_pub_t *p, sl__th_pubctx_t *pc, const char *topic,
+                           const void *payload, size_t len, unsigned d, long sent)
+{
+    MQTTAsync_message msg = MQTTAsync_message_initializer;
+    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+    char dev[32];
+    msg.payload = (void *)payload;
+    msg.payloadlen = (int)len;
+    msg.qos = p->qos;
+    ro.context = pc;
+    if (p->version == 5) {
+        ro.onSuccess5 = sl__th_pub_ok5;
+        ro.onFailure5 = sl__th_pub_fail5;
+        if (p->user_prop) {
+            MQTTProperty prop = {.identifier = MQTTPROPERTY_CODE_USER_PROPERTY};
+            snprintf(dev, sizeof dev, "dev-%u", d);
+            prop.value.data.data = (char *)p->user_prop;
+            prop.value.data.len = (int)strlen(p->user_prop);
+            prop.value.value.data = dev;
+            prop.value.value.len = (int)strlen(dev);
+            MQTTProperties_add(&msg.properties, &prop);
+        }
+    } else {
+        ro.onSuccess = sl__th_pub_ok;
+        ro.onFailure = sl__th_pub_fail;
+    }
+    uint64_t deadline = sl__th_ms() + 30000;
+    while (sent - atomic_load(&pc->done) - atomic_load(&pc->failed) >= 1000 && sl__th_ms() < deadline)
+        sl__th_poll_pause();
+    int rc;
+    /* Paho refuses past its buffer limits ("max buffered", "max in flight"): try again as it drains. */
+    while ((rc = MQTTAsync_sendMessage(cli, topic, &msg, &ro)) == MQTTASYNC_MAX_BUFFERED ||
+           rc == MQTTASYNC_MAX_MESSAGES_INFLIGHT || rc == MQTTASYNC_MAX_BUFFERED_MESSAGES) {
+        if (sl__th_ms() >= deadline)
+            break;
+        sl__th_poll_pause();
+    }
+    MQTTProperties_free(&msg.properties);
+    if (rc != MQTTASYNC_SUCCESS)
+        fprintf(stderr, "harness: MQTTAsync_sendMessage: %s\n", MQTTAsync_strerror(rc));
+    return rc == MQTTASYNC_SUCCESS;
+}
+
+long sl_th_publish(const sl_th_pub_t *p)
+{
+    MQTTAsync cli;
+    MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
+    co.MQTTVersion = p->version == 5 ? MQTTVERSION_5 : MQTTVERSION_3_1_1;
+    co.maxBufferedMessages = 2000; /* above the 1000 kept unconfirmed */
+    char id[64];
+    snprintf(id, sizeof id, "sl-th-pub-%d-%llu", (int)getpid(), (unsigned long long)sl__th_ms());
+    if (MQTTAsync_createWithOptions(&cli, p->url, id, MQTTCLIENT_PERSISTENCE_NONE, NULL, &co) != MQTTASYNC_SUCCESS)
+        return -1;
+    sl__th_pubctx_t pc = {0};
+    long sent = -1;
+    if (sl__th_pub_connect(cli, p, &pc)) {
+        sent = 0;
+        char topic[256], payload[65536];
+        for (uint64_t i = 0; i < p->count; i++)
+            for (unsigned d = 0; d < p->devices; d++) {
+                snprintf(topic, sizeof topic, p->topic_fmt, d);
+                size_t len = p->raw_len;
+                if (p->raw == NULL) {
+                    int w = snprintf(payload, sizeof payload, "{\"device\":\"dev-%u\",\"seq\":%llu,\"pad\":\"", d,
+                                     (unsigned long long)(p->first_seq + i));
+                    size_t pad = SL_TH_MIN(p->pad, sizeof payload - (size_t)w - 3);
+                    memset(payload + w, 'x', pad);
+                    memcpy(payload + w + pad, "\"}", 3);
+                    len = (size_t)w + pad + 2;
+                }
+                if (!sl__th_pub_one(cli, p, &pc, topic, p->raw ? (const void *)p->raw : payload, len, d, sent))
+                    break;
+                sent++;
+            }
+        uint64_t deadline = sl__th_ms() + 60000;
+        while (atomic_load(&pc.done) + atomic_load(&pc.failed) < sent && sl__th_ms() < deadline)
+            sl__th_poll_pause();
+        MQTTAsync_disconnectOptions dopt = MQTTAsync_disconnectOptions_initializer;
+        dopt.timeout = 1000;
+        MQTTAsync_disconnect(cli, &dopt);
+    }
+    MQTTAsync_destroy(&cli);
+    return sent < 0 ? -1 : atomic_load(&pc.done);
 }

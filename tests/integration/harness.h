@@ -43,4 +43,46 @@ size_t sl_th_children(pid_t parent, pid_t *out, size_t cap);
  * are debug lines: start sluice with -v). 0 if not found. */
 pid_t sl_th_worker_pid(sl_th_t *th, const char *name);
 
+/* ---- mosquitto and MQTT publishers (tests of the MQTT source) ------------------------------------ */
+
+typedef struct sl_th_mosq_s {
+    pid_t pid;
+    int port;
+    char conf[300]; /* mosquitto.conf */
+    char log[300];  /* its stderr (log_dest stderr) */
+    char data[300]; /* persistence directory */
+} sl_th_mosq_t;
+
+/* A free TCP port on 127.0.0.1 (bound then released), or 0. */
+int sl_th_free_port(void);
+/*
+ * Writes a mosquitto.conf in th->dir for a listener on 127.0.0.1:port (port 0: a free one; the port is
+ * kept across restarts), plus extra lines (persistence, queue limits, TLS), and starts mosquitto; waits
+ * until it accepts connections. Returns 0, or -1 (logged to stderr).
+ */
+int sl_th_mosq_start(sl_th_t *th, sl_th_mosq_t *mq, const char *extra_conf);
+/* Stops it (SIGTERM by PID, then SIGKILL past 5 s) and reaps it. */
+void sl_th_mosq_stop(sl_th_mosq_t *mq);
+/* Counts occurrences of needle in its log. */
+int sl_th_mosq_log_count(sl_th_mosq_t *mq, const char *needle);
+
+/* What sl_th_publish() sends: per device d in [0, devices), count messages with "seq" first_seq.. on
+ * topic_fmt (a printf format of d), payload {"device":"dev-D","seq":N,"pad":"..."} of about pad bytes. */
+typedef struct sl_th_pub_s {
+    const char *url; /* "tcp://127.0.0.1:PORT" or "ssl://..." */
+    int version;     /* 4 = MQTT 3.1.1, 5 = MQTT 5 */
+    int qos;
+    const char *topic_fmt; /* e.g. "fleet/dev-%u/telemetry" */
+    unsigned devices;
+    uint64_t first_seq, count;
+    const char *user_prop; /* MQTT 5: a user property of this name carries "dev-D"; NULL = none */
+    size_t pad;
+    const char *raw; /* when set: publish this payload (raw_len bytes) count times on topic_fmt */
+    size_t raw_len;
+} sl_th_pub_t;
+
+/* Publishes with Paho MQTTAsync and waits until every message is acknowledged (QoS 0: handed to the
+ * socket). Returns the number of messages confirmed, or -1 when the connection failed. */
+long sl_th_publish(const sl_th_pub_t *p);
+
 #endif
