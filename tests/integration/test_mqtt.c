@@ -36,7 +36,7 @@ static int setup(void **state)
     fx_t *fx = calloc(1, sizeof *fx);
     if (fx == NULL || sl_th_init(&fx->th, "mqtt") != 0)
         return -1;
-    snprintf(fx->th2.dir, sizeof fx->th2.dir, "%s/second", fx->th.dir);
+    snprintf(fx->th2.dir, sizeof fx->th2.dir, "%.200s/second", fx->th.dir);
     *state = fx;
     return 0;
 }
