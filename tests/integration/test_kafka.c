@@ -5,6 +5,7 @@
  * once and in per-device order, the headers; a 10 s outage of every broker mid-stream (the source is held,
  * nothing is lost, the stream resumes); produce errors that are permanent go to the dead-letter sink; a
  * SIGTERM with batches in flight delivers them; a bad librdkafka property is "cannot start".
+ * Duplicates are allowed only where a retry can make them (the outage): elsewhere the check is exact.
  *
  * The mock cluster keeps about 5 MiB per partition, so runs stay small (and topics have 16 partitions).
  */
@@ -237,7 +238,10 @@ static void test_broker_outage_is_backpressure(void **state)
     assert_clean_exit(&ks->th, 120000);
     assert_true(held);
     assert_non_null(strstr(sl_th_log(&ks->th), "delivered 100000 events"));
-    assert_verified(ks, "telemetry", 50, 2000, "--timeout-ms 90000");
+    /* Retried batches may be written twice by the mock (at-least-once; duplicates are counted, not lost):
+     * what is checked is that nothing is missing and no device's stream has a gap or goes backwards
+     * except by replaying a suffix. */
+    assert_verified(ks, "telemetry", 50, 2000, "--dups-ok --timeout-ms 90000");
 }
 
 /* Produce requests failing with MESSAGE_TOO_LARGE (permanent): those events go to the dead-letter sink
