@@ -13,7 +13,7 @@
 
 #include "ingest/capture/capture.h"
 
-#define SL__CAP_CHUNK (256u << 10) /* initial buffer and read size */
+#define SL__CAP_CHUNK (64u << 10) /* initial buffer and read size */
 #define SL__CAP_MAX_LINE (64u << 20) /* longest NDJSON or mosquitto_sub line */
 
 struct sl_cap_reader_s {

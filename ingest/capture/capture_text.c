@@ -312,8 +312,12 @@ static int sl__js_ts(sl__js_t *js, bool ns_only, uint64_t *ts)
         return -1;
     if (ns_only || v >= 1e17)
         *ts = strchr(num, '.') || strchr(num, 'e') ? (uint64_t)v : strtoull(num, NULL, 10);
-    else
-        *ts = (uint64_t)(v * (v < 1e11 ? 1e9 : v < 1e14 ? 1e6 : 1e3));
+    else {
+        double ns = v * (v < 1e11 ? 1e9 : v < 1e14 ? 1e6 : 1e3);
+        if (ns > 1.8e19)
+            return -1; /* past 2540 in ns: not a time */
+        *ts = (uint64_t)ns;
+    }
     return 0;
 }
 

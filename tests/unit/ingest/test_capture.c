@@ -3,6 +3,7 @@
  * exact record with every other record still read, truncation at every length, the header, NDJSON and
  * mosquitto_sub -v input (the samples in tests/capture/ too), and rewinding.
  */
+#include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -388,6 +389,40 @@ static void test_samples(void **state)
     }
 }
 
+/* Inputs the fuzzer once crashed on (tests/fuzz/run_capture_fuzz.sh): each must read to the end. */
+static void test_fuzz_regressions(void **state)
+{
+    const char *src = getenv("SLUICE_SRC");
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/tests/capture/fuzz-regressions", src ? src : ".");
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    struct dirent *e;
+    int n = 0;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        sl_cap_reader_t *rd;
+        if (sl_cap_reader_open(path, &rd) != 0)
+            continue;
+        sl_cap_rec_t r;
+        int rc;
+        for (int pass = 0; pass < 2; pass++) {
+            while ((rc = sl_cap_reader_next(rd, &r)) == 0 || rc == SL_EBADMSG)
+                ;
+            assert_true(rc == SL_EOF || rc == SL_EIO);
+            if (sl_cap_reader_rewind(rd) != 0)
+                break;
+        }
+        sl_cap_reader_destroy(rd);
+        n++;
+    }
+    closedir(d);
+    assert_true(n > 0);
+}
+
 static void test_writer_refuses(void **state)
 {
     tc_t *t = *state;
@@ -419,6 +454,7 @@ int main(void)
         cmocka_unit_test(test_ndjson),
         cmocka_unit_test(test_mosquitto),
         cmocka_unit_test(test_samples),
+        cmocka_unit_test(test_fuzz_regressions),
         cmocka_unit_test_setup_teardown(test_writer_refuses, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
