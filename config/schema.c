@@ -42,7 +42,7 @@ static int sl__check_hostport(const char *text, const char **why)
     if (strchr(text, ':') != colon && (text[0] != '[' || colon[-1] != ']'))
         return SL_EINVAL; /* an IPv6 address needs brackets */
     uint64_t port;
-    if (sl__parse_count(colon + 1, &port) != 0 || port == 0 || port > 65535 || strchr(colon, '_') != NULL)
+    if (sl__parse_count(colon + 1, &port) != 0 || port > 65535 || strchr(colon, '_') != NULL)
         return SL_EINVAL;
     return 0;
 }
@@ -89,7 +89,7 @@ static const sl__key_t sl__keys[] = {
     {"metrics", "enabled", SL_PARAM_BOOL, "true", NULL, NULL, NULL, NULL, SL__NOCHECK, 0,
      "Serve Prometheus /metrics and /healthz."},
     {"metrics", "listen", SL_PARAM_STRING, "127.0.0.1:9464", NULL, NULL, NULL, NULL, sl__check_hostport, "`HOST:PORT`",
-     0, "Address of the metrics endpoint (loopback by default)."},
+     0, "Address of the metrics endpoint (loopback by default); port 0 takes a free port, logged at start."},
     {"metrics", "summary_interval", SL_PARAM_DURATION, "1s", NULL, "0s", "1h", NULL, SL__NOCHECK, 0,
      "Period of the one-line throughput summary in the log; 0s = none."},
 
@@ -224,6 +224,19 @@ static const sl__key_t sl__keys[] = {
 
     {"sinks.null", "verify_sequence", SL_PARAM_BOOL, "false", NULL, NULL, NULL, NULL, SL__NOCHECK, 0,
      "Check that each device's sequence numbers arrive without gaps (duplicates are counted)."},
+
+    {"sinks.capture", "file", SL_PARAM_STRING, NULL, NULL, NULL, NULL, NULL, sl__check_nonempty, "non-empty",
+     SL__KEY_REQUIRED, "Capture file to write (docs/capture.md); appended to when it exists."},
+    {"sinks.capture", "gzip_level", SL_PARAM_INT, "0", NULL, "0", "9", NULL, SL__NOCHECK, 0,
+     "gzip level 1-9; 0 = not compressed."},
+    {"sinks.capture", "description", SL_PARAM_STRING, "", NULL, NULL, NULL, NULL, SL__NOCHECK, 0,
+     "Free-form text for the file header (what was recorded, from where)."},
+    {"sinks.capture", "count", SL_PARAM_COUNT, "0", NULL, NULL, NULL, NULL, SL__NOCHECK, 0,
+     "Stop the pipeline (a draining shutdown) after this many records; 0 = no limit."},
+    {"sinks.capture", "duration", SL_PARAM_DURATION, "0s", NULL, "0s", "3650d", NULL, SL__NOCHECK, 0,
+     "Stop the pipeline this long after the sink started; 0s = no limit."},
+    {"sinks.capture", "size", SL_PARAM_SIZE, "0B", NULL, NULL, NULL, NULL, SL__NOCHECK, 0,
+     "Stop the pipeline once this many bytes (uncompressed) are written; 0B = no limit."},
     {"sinks.null", "verify_state", SL_PARAM_STRING, "", NULL, NULL, NULL, NULL, SL__NOCHECK, 0,
      "File (one per instance: PATH.<n>) that keeps the sequence check across restarts of the sink; empty = memory."},
 
@@ -278,6 +291,8 @@ static const sl__key_t sl__keys[] = {
      "Add headers mqtt_topic, mqtt_qos, received_ns and one per attribute (MQTT 5 user properties)."},
     {"sinks.kafka", "librdkafka", SL_PARAM_STRING, "", NULL, NULL, NULL, NULL, SL__NOCHECK, SL__KEY_SECRET,
      "More librdkafka properties, `name=value; name=value` (TLS, SASL, tuning); applied last. Secret."},
+    {"sinks.stdout", "format", SL_PARAM_ENUM, "ndjson", NULL, NULL, NULL, "ndjson|raw", SL__NOCHECK, 0,
+     "ndjson: the file sink's envelope, one per line; raw: the payload and a newline."},
 };
 
 static const sl__type_t sl__types[] = {
@@ -290,6 +305,8 @@ static const sl__type_t sl__types[] = {
     {SL_ROLE_STAGE, "passthrough", "stages.passthrough", "Forwards every event unchanged."},
     {SL_ROLE_STAGE, "chaos", "stages.chaos", "Forwards events and misbehaves on purpose, for testing supervision."},
     {SL_ROLE_SINK, "null", "sinks.null", "Acknowledges and discards every event."},
+    {SL_ROLE_SINK, "capture", "sinks.capture", "Writes every event into a capture file (what `sluice record` uses)."},
+    {SL_ROLE_SINK, "stdout", "sinks.stdout", "Writes each event to standard output (debugging)."},
     {SL_ROLE_SINK, "kafka", "sinks.kafka", "Produces to Kafka; acknowledged on each delivery report (idempotent, acks=all)."},
     {SL_ROLE_SINK, "file", "sinks.file", "Batches to files: NDJSON or raw, gzip or zstd, rotation, acknowledged at the sync level."},
 };

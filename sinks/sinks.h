@@ -12,6 +12,8 @@ extern const sl_stage_ops_t sl_sink_null_ops;
 /* `file`: batches to files (NDJSON or raw lines, gzip or zstd, rotation, NAME.part then rename),
  * acknowledged at the configured durability. */
 extern const sl_stage_ops_t sl_sink_file_ops;
+/* `stdout`: each event as an NDJSON envelope or raw line on standard output (debugging). */
+extern const sl_stage_ops_t sl_sink_stdout_ops;
 /* `kafka`: produces with librdkafka, acknowledged on each successful delivery report. */
 extern const sl_stage_ops_t sl_sink_kafka_ops;
 /* Checks a file sink path template (for the schema): 0, or SL_EINVAL and *why. Any thread. */

@@ -19,8 +19,10 @@ static const sl_stage_ops_t *const sl__builtin[] = {
     &sl_stage_passthrough_ops,
     &sl_stage_chaos_ops,
     &sl_sink_null_ops,
+    &sl_sink_capture_ops,
     &sl_sink_file_ops,
     &sl_sink_kafka_ops,
+    &sl_sink_stdout_ops,
 };
 
 const sl_stage_ops_t *sl_stage_lookup(sl_conf_role_t role, const char *type)

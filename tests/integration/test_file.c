@@ -427,6 +427,19 @@ static void test_unusable_dir_cannot_start(void **state)
     assert_non_null(strstr(sl_th_log(&fs->th), "cannot use the base directory"));
 }
 
+/* The stdout sink (debugging) writes one envelope per event on standard output (the harness log). */
+static void test_stdout_sink(void **state)
+{
+    fstate_t *fs = *state;
+    sl_th_config(&fs->th, "pipeline: { name: fstdout }\n"
+                          "sources: [ { name: fleet, type: generator, count: 100, devices: 5 } ]\n"
+                          "sinks: [ { name: out, type: stdout, from: fleet } ]\n");
+    sl_th_start(&fs->th, "run", NULL);
+    assert_clean_exit(&fs->th, 60000);
+    assert_int_equal(sl_th_log_count(&fs->th, "{\"topic\":\"fleet/dev-"), 100);
+    assert_int_equal(sl_th_log_count(&fs->th, "\"payload\":{\"device\":\"dev-0000004\",\"seq\":19 "), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -438,6 +451,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sink_crash_recovers_part_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_drain_writes_batches_in_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unusable_dir_cannot_start, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stdout_sink, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
