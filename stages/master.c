@@ -42,6 +42,7 @@ int sl__master_spawn(sl_master_t *m, sl_inst_t *inst)
     if (pid == 0) {
         close(sl__sigpipe[0]);
         close(sl__sigpipe[1]);
+        sl__http_stop(&m->http); /* the master's sockets are not the worker's */
         _exit(sl__worker_main(rt, inst));
     }
     inst->pid = pid;
@@ -211,6 +212,9 @@ int sl_runtime_run(sl_runtime_t *rt)
     rt->master_pid = getpid();
     sl__master_signals(true);
     m.last_summary_ns = sl_now_ns();
+    m.http.listen_fd = -1;
+    if (rt->cfg->metrics_enabled)
+        sl__http_start(&m.http, rt->cfg->metrics_listen);
     sl__sup_start_all(&m);
     uint64_t interval = rt->cfg->summary_interval_ns;
     while (!sl__all_ended(rt)) {
@@ -218,9 +222,11 @@ int sl_runtime_run(sl_runtime_t *rt)
         uint64_t wait = 200 * SL_NS_PER_MS;
         if (interval)
             wait = SL_MIN(wait, m.last_summary_ns + interval > now ? m.last_summary_ns + interval - now : 0);
-        struct pollfd pfd = {.fd = sl__sigpipe[0], .events = POLLIN};
-        poll(&pfd, 1, (int)(wait / SL_NS_PER_MS));
+        struct pollfd pfd[2 + SL_HTTP_CLIENTS] = {{.fd = sl__sigpipe[0], .events = POLLIN}};
+        size_t npfd = 1 + sl__http_pollfds(&m.http, pfd + 1);
+        poll(pfd, npfd, (int)(wait / SL_NS_PER_MS));
         sl__master_drain_pipe(&m);
+        sl__http_serve(&m, &m.http);
         sl__reap(&m);
         now = sl_now_ns();
         if (interval && now >= m.last_summary_ns + interval)
@@ -230,6 +236,7 @@ int sl_runtime_run(sl_runtime_t *rt)
             sl__kill_remaining(&m);
     }
     sl__summary(&m, true);
+    sl__http_stop(&m.http);
     sl__master_signals(false);
     close(sl__sigpipe[0]);
     close(sl__sigpipe[1]);

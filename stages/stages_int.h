@@ -4,6 +4,7 @@
 #ifndef SL_STAGES_INT_H
 #define SL_STAGES_INT_H
 
+#include <poll.h>
 #include <signal.h>
 
 #include "stages/stages.h"
@@ -146,6 +147,20 @@ typedef struct sl_group_s {
     size_t restart_from; /* RESTARTING: instances [restart_from, n) start again once none is stopping */
 } sl_group_t;
 
+/* The master's HTTP endpoint (metrics.c). */
+#define SL_HTTP_CLIENTS 8
+typedef struct sl_http_client_s {
+    int fd;
+    size_t len;
+    unsigned polls;
+    char req[2048];
+} sl_http_client_t;
+
+typedef struct sl_http_s {
+    int listen_fd;
+    sl_http_client_t client[SL_HTTP_CLIENTS];
+} sl_http_t;
+
 /* The master: the root supervisor and the process loop (master.c, supervisor.c). */
 typedef struct sl_master_s {
     sl_runtime_t *rt;
@@ -157,7 +172,16 @@ typedef struct sl_master_s {
     uint64_t last_summary_ns;
     uint64_t *last_counts;
     char why[256]; /* first reason for a non-zero exit */
+    sl_http_t http;
 } sl_master_t;
+
+/* metrics.c: /metrics and /healthz, served from the master's poll loop. */
+int sl__http_start(sl_http_t *h, const char *hostport);
+void sl__http_stop(sl_http_t *h);
+/* Fills pfd (room for 1 + SL_HTTP_CLIENTS) with the sockets to poll; returns how many. */
+size_t sl__http_pollfds(sl_http_t *h, struct pollfd *pfd);
+/* Accepts, reads and answers what is ready; never blocks. */
+void sl__http_serve(sl_master_t *m, sl_http_t *h);
 
 /* supervisor.c */
 int sl__sup_init(sl_master_t *m);

@@ -396,12 +396,12 @@ static int64_t sl__consume_pass(sl_ctx_t *ctx)
             continue;
         size_t limit = SL_MIN((size_t)sl_demand_chunk(&ctx->dem[i]), ctx->evs_cap);
         bool careful = sl_chan_read_events(inst->in[i]) < ctx->careful_until[i];
-        if (careful) {
-            /* One at a time, each acknowledged before the next is taken. */
-            if (ctx->ack && ctx->ack[i].next != ctx->ack[i].base)
-                continue;
+        /* One event per call, so a crash inside handle_events names its event. A synchronous stage also
+         * commits each before the next; an asynchronous sink does not wait for the acknowledgement (a
+         * batching sink acknowledges a whole batch at once: waiting would stall it for a batch timeout
+         * per event), so for it only crashes inside handle_events are attributed. */
+        if (careful)
             limit = 1;
-        }
         if (inst->n_out > 0) {
             uint64_t d = sl_ctx_demand(ctx);
             if (d == 0)
@@ -416,6 +416,8 @@ static int64_t sl__consume_pass(sl_ctx_t *ctx)
         int rc = inst->ops->handle_events(ctx, ctx->state, ctx->evs, n);
         if (rc < 0)
             return rc;
+        if (careful && ctx->ack) /* handed over intact; a later crash (a flush) is not this event's */
+            atomic_store_explicit(&inst->stats->suspect, 0, memory_order_relaxed);
         ctx->in += n;
         if (ctx->ack == NULL) {
             ctx->uncommitted[i] = true;
