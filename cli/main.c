@@ -28,6 +28,8 @@ static void sl__usage(FILE *to)
                 "  gen -o FILE [options]     generate a synthetic fleet into a capture file (gen --help)\n"
                 "  replay FILE -c CONFIG     run CONFIG with FILE replayed in place of its sources\n"
                 "                            (--speed S, --loop[=N], --start N|DURATION; replay --help)\n"
+                "  record -c CONFIG -o FILE  record what CONFIG's source takes into a capture file, until\n"
+                "                            --count, --duration, --size or SIGINT (record --help)\n"
                 "  config-reference          print the configuration reference (Markdown)\n"
                 "  version                   print the version\n"
                 "\n"
@@ -99,6 +101,8 @@ int main(int argc, char **argv)
         return sl_cli_gen(argc - 1, argv + 1);
     if (strcmp(cmd, "replay") == 0)
         return sl_cli_replay(argc - 1, argv + 1);
+    if (strcmp(cmd, "record") == 0)
+        return sl_cli_record(argc - 1, argv + 1);
     if (strcmp(cmd, "config-reference") == 0) {
         sl_config_reference(stdout);
         return 0;

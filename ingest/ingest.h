@@ -12,5 +12,7 @@ extern const sl_stage_ops_t sl_source_generator_ops;
 extern const sl_stage_ops_t sl_source_mqtt_ops;
 /* `replay`: emits the records of a capture file (ingest/replay.c; the format: ingest/capture/capture.h). */
 extern const sl_stage_ops_t sl_source_replay_ops;
+/* `capture` sink: writes events into a capture file (ingest/capture/capture_sink.c; `sluice record`). */
+extern const sl_stage_ops_t sl_sink_capture_ops;
 
 #endif /* SL_INGEST_H */

@@ -412,9 +412,11 @@ int sl_cap_writer_open(const char *path, const sl_cap_wopts_t *o, sl_cap_writer_
     size_t dl = o->desc ? strlen(o->desc) : 0;
     if (dl > SL_CAP_MAX_DESC || o->gzip_level < 0 || o->gzip_level > 9)
         return SL_EINVAL;
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | (o->append ? O_APPEND : O_TRUNC), 0644);
     if (fd < 0)
         return -errno;
+    struct stat st;
+    bool header = !o->append || (fstat(fd, &st) == 0 && st.st_size == 0);
     char mode[8];
     snprintf(mode, sizeof mode, o->gzip_level ? "wb%d" : "wbT", o->gzip_level);
     sl_cap_writer_t *w = calloc(1, sizeof *w);
@@ -436,9 +438,11 @@ int sl_cap_writer_open(const char *path, const sl_cap_wopts_t *o, sl_cap_writer_
     uint8_t c[4];
     uLong crc = crc32(crc32(0L, h, sizeof h), (const Bytef *)o->desc, (uInt)dl);
     sl__st32(c, (uint32_t)crc);
-    sl__cap_w(w, h, sizeof h);
-    sl__cap_w(w, o->desc, dl);
-    sl__cap_w(w, c, 4);
+    if (header) {
+        sl__cap_w(w, h, sizeof h);
+        sl__cap_w(w, o->desc, dl);
+        sl__cap_w(w, c, 4);
+    }
     *out = w;
     return 0;
 }

@@ -107,16 +107,17 @@ typedef struct sl_cap_wopts_s {
     int gzip_level;   /* 0 = no compression, 1-9 gzip */
     const char *desc; /* free-form description of the source (at most SL_CAP_MAX_DESC bytes), or NULL */
     uint64_t created_ns; /* 0 = now */
+    bool append;         /* add to an existing file (no second header when it has one; gzip: a new member) */
 } sl_cap_wopts_t;
 
 /*
- * Creates (truncates) path and writes the header. Returns 0 and *out, or a negative errno-style code.
+ * Creates (truncates, or with append extends) path and writes the header. Returns 0 and *out, or a negative errno-style code.
  * The file is complete only after sl_cap_writer_close() returned 0.
  */
 int sl_cap_writer_open(const char *path, const sl_cap_wopts_t *o, sl_cap_writer_t **out);
 /* Appends one record (index and offset are ignored). Returns 0, SL_EMSGSIZE (too large) or SL_EIO. */
 int sl_cap_writer_put(sl_cap_writer_t *w, const sl_cap_rec_t *rec);
-/* Bytes written so far (uncompressed). */
+/* Bytes written so far by this writer (uncompressed). */
 uint64_t sl_cap_writer_bytes(const sl_cap_writer_t *w);
 /* Flushes and closes; returns 0 or SL_EIO (then the file is incomplete). NULL is a no-op returning 0. */
 int sl_cap_writer_close(sl_cap_writer_t *w);

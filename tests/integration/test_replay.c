@@ -4,10 +4,12 @@
  * record skipped and reported at its index and offset while the rest is delivered; recorded timing
  * (never early, in order: checked on the file sink's output, read back with the NDJSON reader, without
  * an upper time bound); a SIGKILLed replay worker resumes where its channel says; NDJSON and
- * mosquitto_sub -v samples; an unreadable file does not start.
+ * mosquitto_sub -v samples; an unreadable file does not start; `sluice record` from a real mosquitto.
  */
 #include <dirent.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -16,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -368,6 +371,95 @@ static void test_unreadable_does_not_start(void **state)
     assert_int_equal(sl_th_log_count(th, "cannot read capture"), 1);
 }
 
+/* A free TCP port on 127.0.0.1 (bound, then released), or 0. */
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), port = 0;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+        port = ntohs(a.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return port;
+}
+
+/* mosquitto on a free port, started by PID in the test's directory; returns its PID (port in *port). */
+static pid_t start_mosquitto(sl_th_t *th, int *port)
+{
+    char conf[400], log[400];
+    snprintf(conf, sizeof conf, "%s/mosquitto.conf", th->dir);
+    snprintf(log, sizeof log, "%s/mosquitto.log", th->dir);
+    *port = free_port();
+    assert_true(*port > 0);
+    FILE *f = fopen(conf, "w");
+    assert_non_null(f);
+    fprintf(f, "listener %d 127.0.0.1\nallow_anonymous true\nuser %s\n", *port, getenv("USER") ? getenv("USER") : "root");
+    fclose(f);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execlp("mosquitto", "mosquitto", "-c", conf, (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* sluice record: an mqtt source's messages into a capture until --count, then a clean drain. */
+static void test_record_from_mosquitto(void **state)
+{
+    sl_th_t *th = *state;
+    int port;
+    pid_t mq = start_mosquitto(th, &port);
+    char cap[300];
+    snprintf(cap, sizeof cap, "%s/rec.cap.gz", th->dir);
+    sl_th_config(th, "pipeline: { name: rec }\n"
+                     "sources:\n"
+                     "  - { name: broker, type: mqtt, urls: \"tcp://127.0.0.1:%d\", topics: \"factory/#\", qos: 1,\n"
+                     "      topic_template: \"factory/{device_id}/telemetry\", key_from: device_id,\n"
+                     "      reconnect_min: 10ms, reconnect_max: 100ms }\n"
+                     "stages: [ { name: dec, type: decode, from: broker } ]\n"
+                     "sinks: [ { name: out, type: null, from: dec } ]\n",
+                     port);
+    const char *args[] = {"record", "-c", th->cfg, "-o", cap, "--count", "50", "--gzip", NULL};
+    start_args(th, args);
+    bool up = sl_th_wait_log(th, "subscribed to 1 filter", 30000);
+    /* 60 messages, 10 past the limit (acknowledged, not written). */
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "for i in $(seq 0 59); do echo \"{\\\"seq\\\":$i}\"; done | "
+                              "mosquitto_pub -p %d -q 1 -t factory/dev-7/telemetry -l",
+             port);
+    int pub = up ? system(cmd) : -1;
+    bool ended = sl_th_wait(th, 30000);
+    kill(mq, SIGTERM);
+    waitpid(mq, NULL, 0);
+    if (!up || pub != 0 || !ended || !WIFEXITED(th->status) || WEXITSTATUS(th->status) != 0)
+        fail_msg("up %d, mosquitto_pub %d, ended %d, status 0x%x; log:\n%s", up, pub, ended, th->status, sl_th_log(th));
+    assert_non_null(strstr(sl_th_log(th), "count reached after 50 records"));
+    sl_cap_reader_t *rd;
+    assert_int_equal(sl_cap_reader_open(cap, &rd), 0);
+    assert_true(sl_cap_reader_info(rd)->gzip);
+    assert_non_null(strstr(sl_cap_reader_info(rd)->desc, "source \"broker\" (mqtt)"));
+    sl_cap_rec_t r;
+    uint64_t n = 0;
+    while (sl_cap_reader_next(rd, &r) == 0) {
+        char want[32];
+        int wl = snprintf(want, sizeof want, "{\"seq\":%llu}", (unsigned long long)n);
+        assert_int_equal(r.payload_len, wl);
+        assert_memory_equal(r.payload, want, (size_t)wl);
+        assert_int_equal(r.topic_len, strlen("factory/dev-7/telemetry"));
+        assert_int_equal(r.qos, 1);
+        assert_true(r.ts_ns > 0);
+        assert_int_equal(r.props_len, 4 + 9 + 5); /* device_id=dev-7 from the topic template */
+        assert_memory_equal(r.props + 4, "device_iddev-7", 14);
+        n++;
+    }
+    assert_int_equal(n, 50);
+    sl_cap_reader_destroy(rd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -379,6 +471,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_text_samples, setup, teardown),
         cmocka_unit_test_setup_teardown(test_loops_start_count, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unreadable_does_not_start, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_record_from_mosquitto, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
