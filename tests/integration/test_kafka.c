@@ -47,9 +47,14 @@ static void ensure_verifier(void)
 {
     const char *src = getenv("SLUICE_SRC");
     assert_non_null(src);
-    char path[1200];
-    snprintf(path, sizeof path, "%s/tests/kafka/verify/node_modules/kafkajs/package.json", src);
-    if (access(path, F_OK) == 0)
+    static const char *const mods[] = {"kafkajs", "kafkajs-lz4", "kafkajs-snappy", "fzstd"};
+    bool all = true;
+    for (size_t i = 0; i < 4; i++) {
+        char path[1200];
+        snprintf(path, sizeof path, "%s/tests/kafka/verify/node_modules/%s/package.json", src, mods[i]);
+        all = all && access(path, F_OK) == 0;
+    }
+    if (all)
         return;
     char cmd[1400];
     snprintf(cmd, sizeof cmd, "cd '%s/tests/kafka/verify' && npm ci --no-audit --no-fund >/dev/null 2>&1", src);
@@ -203,6 +208,36 @@ static void test_gzip_and_key_template(void **state)
      * creates them (auto-create); read one of them back. */
     assert_non_null(strstr(sl_th_log(&ks->th), "delivered 20000 events"));
     assert_verified(ks, "fleet-dev-0000007", 8, 1000, "--expect-total 1000 --timeout-ms 60000");
+    assert_non_null(strstr(ks->verify_out, "\"decompressed\":{\"gzip\":"));
+    assert_null(strstr(ks->verify_out, "\"mqtt_topic\"")); /* headers: false */
+}
+
+/* One generator broadcast to three Kafka sinks, zstd, lz4 and snappy: kafkajs decodes each (lz4 with the
+ * lz4 package's JavaScript code, zstd with fzstd) and finds every event in order. */
+static void test_compression_codecs(void **state)
+{
+    kstate_t *ks = *state;
+    mock_start(ks, 1, "tz:4");
+    mock_cmd(ks, "topic tl 4");
+    mock_cmd(ks, "topic ts 4");
+    sl_th_config(&ks->th,
+                 "pipeline: { name: kcodecs }\n"
+                 "sources: [ { name: fleet, type: generator, count: 6000, devices: 12 } ]\n"
+                 "sinks:\n"
+                 "  - { name: z, type: kafka, from: fleet, brokers: '%s', topic: tz, compression: zstd }\n"
+                 "  - { name: l, type: kafka, from: fleet, brokers: '%s', topic: tl, compression: lz4 }\n"
+                 "  - { name: s, type: kafka, from: fleet, brokers: '%s', topic: ts, compression: snappy }\n",
+                 ks->bootstrap, ks->bootstrap, ks->bootstrap);
+    sl_th_start(&ks->th, "run", NULL);
+    assert_clean_exit(&ks->th, 120000);
+    static const char *const topic[] = {"tz", "tl", "ts"}, *const codec[] = {"zstd", "lz4", "snappy"};
+    for (int i = 0; i < 3; i++) {
+        assert_verified(ks, topic[i], 12, 500, NULL);
+        char want[64];
+        snprintf(want, sizeof want, "\"decompressed\":{\"%s\":", codec[i]);
+        if (strstr(ks->verify_out, want) == NULL)
+            fail_msg("%s: not %s-compressed: %s", topic[i], codec[i], ks->verify_out);
+    }
 }
 
 /* Every broker down for 10 s mid-stream: the sink holds what it took, the source is held (it cannot
@@ -337,6 +372,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_every_event_in_order_with_headers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gzip_and_key_template, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_compression_codecs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_broker_outage_is_backpressure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_permanent_error_goes_to_dead_letter, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shutdown_delivers_batches_in_flight, setup, teardown),
