@@ -156,7 +156,8 @@ static double run_sluice(const char *sluice, const char *cfg, uint64_t n, long *
     snprintf(msg, 300, "%s", cfg);
     snprintf(msg + 300, 300, "%s", sluice);
     double res[2];
-    if (write(g_spawn_req, msg, sizeof msg) != (ssize_t)sizeof msg || read(g_spawn_ans, res, sizeof res) != (ssize_t)sizeof res || res[0] <= 0)
+    if (write(g_spawn_req, msg, sizeof msg) != (ssize_t)sizeof msg ||
+        read(g_spawn_ans, res, sizeof res) != (ssize_t)sizeof res || res[0] <= 0)
         return 0;
     *rss_kb = (long)res[1];
     return (double)n / res[0];
@@ -226,8 +227,8 @@ int main(int argc, char **argv)
             if (system(rm) != 0)
                 rc = 1;
             rss = rk > rss ? rk : rss;
-            printf("%s run %d: sluice %.2fM events/s, raw %.2fM events/s, ratio %.2f, peak RSS %ld kB\n", v->name, r + 1,
-                   sl[r] / 1e6, raw[r] / 1e6, raw[r] > 0 ? sl[r] / raw[r] : 0, rk);
+            printf("%s run %d: sluice %.2fM events/s, raw %.2fM events/s, ratio %.2f, peak RSS %ld kB\n", v->name,
+                   r + 1, sl[r] / 1e6, raw[r] / 1e6, raw[r] > 0 ? sl[r] / raw[r] : 0, rk);
             fflush(stdout);
         }
         double ms = median(sl, runs), mr = median(raw, runs);

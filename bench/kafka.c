@@ -39,7 +39,7 @@ static void raw_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 static rd_kafka_t *raw_producer(const char *brokers)
 {
     static const char *const set[][2] = {
-        {"enable.idempotence", "true"}, {"acks", "all"},          {"linger.ms", "5.000"},
+        {"enable.idempotence", "true"},  {"acks", "all"},           {"linger.ms", "5.000"},
         {"batch.num.messages", "10000"}, {"batch.size", "1048576"}, {"message.timeout.ms", "0"},
         {"compression.codec", "none"},
     };
@@ -73,10 +73,9 @@ static double run_raw(const char *brokers, uint64_t n, bool headers)
             rd_kafka_header_add(h, "received_ns", -1, "1795619255282188584", -1);
             rd_kafka_header_add(h, "device_id", -1, keys[i % DEVICES], 11);
         }
-        rd_kafka_resp_err_t err = rd_kafka_producev(rk, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_MSGFLAGS(0),
-                                                    RD_KAFKA_V_VALUE(payload, PAYLOAD),
-                                                    RD_KAFKA_V_KEY(keys[i % DEVICES], 11), RD_KAFKA_V_HEADERS(h),
-                                                    RD_KAFKA_V_END);
+        rd_kafka_resp_err_t err =
+            rd_kafka_producev(rk, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_MSGFLAGS(0), RD_KAFKA_V_VALUE(payload, PAYLOAD),
+                              RD_KAFKA_V_KEY(keys[i % DEVICES], 11), RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
         if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
             i++;
             continue;
@@ -147,7 +146,8 @@ static double run_sluice(const char *sluice, const char *cfg, uint64_t n, long *
     snprintf(msg, 300, "%s", cfg);
     snprintf(msg + 300, 300, "%s", sluice);
     double res[2];
-    if (write(g_spawn_req, msg, sizeof msg) != (ssize_t)sizeof msg || read(g_spawn_ans, res, sizeof res) != (ssize_t)sizeof res || res[0] <= 0)
+    if (write(g_spawn_req, msg, sizeof msg) != (ssize_t)sizeof msg ||
+        read(g_spawn_ans, res, sizeof res) != (ssize_t)sizeof res || res[0] <= 0)
         return 0;
     *rss_kb = (long)res[1];
     return (double)n / res[0];
@@ -182,7 +182,10 @@ int main(int argc, char **argv)
         case 's': sluice = optarg; break;
         case 'H': headers = true; break;
         case 'c': capacity = optarg; break;
-        default: fprintf(stderr, "usage: bench_kafka [-n EVENTS] [-r RUNS] [-s SLUICE_BINARY] [-H (headers)] [-c SINK_CAPACITY]\n"); return 2;
+        default:
+            fprintf(stderr,
+                    "usage: bench_kafka [-n EVENTS] [-r RUNS] [-s SLUICE_BINARY] [-H (headers)] [-c SINK_CAPACITY]\n");
+            return 2;
         }
     }
     if (runs < 1 || runs > 99)

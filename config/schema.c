@@ -307,8 +307,10 @@ static const sl__type_t sl__types[] = {
     {SL_ROLE_SINK, "null", "sinks.null", "Acknowledges and discards every event."},
     {SL_ROLE_SINK, "capture", "sinks.capture", "Writes every event into a capture file (what `sluice record` uses)."},
     {SL_ROLE_SINK, "stdout", "sinks.stdout", "Writes each event to standard output (debugging)."},
-    {SL_ROLE_SINK, "kafka", "sinks.kafka", "Produces to Kafka; acknowledged on each delivery report (idempotent, acks=all)."},
-    {SL_ROLE_SINK, "file", "sinks.file", "Batches to files: NDJSON or raw, gzip or zstd, rotation, acknowledged at the sync level."},
+    {SL_ROLE_SINK, "kafka", "sinks.kafka",
+     "Produces to Kafka; acknowledged on each delivery report (idempotent, acks=all)."},
+    {SL_ROLE_SINK, "file", "sinks.file",
+     "Batches to files: NDJSON or raw, gzip or zstd, rotation, acknowledged at the sync level."},
 };
 
 static const sl__schema_t sl__builtin = {

@@ -12,17 +12,9 @@ extern const sl_stage_ops_t sl_stage_chaos_ops;
 extern const sl_stage_ops_t sl_stage_decode_ops;
 
 static const sl_stage_ops_t *const sl__builtin[] = {
-    &sl_source_generator_ops,
-    &sl_source_mqtt_ops,
-    &sl_source_replay_ops,
-    &sl_stage_decode_ops,
-    &sl_stage_passthrough_ops,
-    &sl_stage_chaos_ops,
-    &sl_sink_null_ops,
-    &sl_sink_capture_ops,
-    &sl_sink_file_ops,
-    &sl_sink_kafka_ops,
-    &sl_sink_stdout_ops,
+    &sl_source_generator_ops,  &sl_source_mqtt_ops, &sl_source_replay_ops, &sl_stage_decode_ops,
+    &sl_stage_passthrough_ops, &sl_stage_chaos_ops, &sl_sink_null_ops,     &sl_sink_capture_ops,
+    &sl_sink_file_ops,         &sl_sink_kafka_ops,  &sl_sink_stdout_ops,
 };
 
 const sl_stage_ops_t *sl_stage_lookup(sl_conf_role_t role, const char *type)

@@ -86,8 +86,8 @@ int sl__fsink_setup(sl_ctx_t *ctx, sl_fsink_t *fs)
         sl_log(SL_LOG_ERROR, fs->who, rc, "cannot use the base directory %s", fs->dir);
         return rc;
     }
-    if (fs->comp != SL_FILE_COMP_NONE && (rc = sl__codec_new(fs->comp, (int)sl_conf_int(node, "compression_level"),
-                                                             &fs->codec)) != 0) {
+    if (fs->comp != SL_FILE_COMP_NONE &&
+        (rc = sl__codec_new(fs->comp, (int)sl_conf_int(node, "compression_level"), &fs->codec)) != 0) {
         sl_log(SL_LOG_ERROR, fs->who, rc, "cannot set up %s compression", sl__comp_names[fs->comp]);
         return rc;
     }

@@ -69,7 +69,8 @@ static bool sl__js_string(sl_js_t *j)
         c = *j->p++;
         if (c == 'u') {
             for (int i = 0; i < 4; i++, j->p++)
-                if (j->p >= j->end || !((*j->p >= '0' && *j->p <= '9') || ((*j->p | 0x20) >= 'a' && (*j->p | 0x20) <= 'f')))
+                if (j->p >= j->end ||
+                    !((*j->p >= '0' && *j->p <= '9') || ((*j->p | 0x20) >= 'a' && (*j->p | 0x20) <= 'f')))
                     return false;
         } else if (!strchr("\"\\/bfnrt", c) || c == 0) {
             return false;
@@ -295,16 +296,16 @@ int sl__codec_new(sl_file_comp_t comp, int level, sl_codec_t **out)
     c->level = level;
     if (comp == SL_FILE_COMP_GZIP) {
         /* windowBits 15 + 16: a gzip header and trailer around the deflate stream. */
-        if (deflateInit2(&c->z, level ? level : Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8,
-                         Z_DEFAULT_STRATEGY) != Z_OK) {
+        if (deflateInit2(&c->z, level ? level : Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) !=
+            Z_OK) {
             free(c);
             return SL_ENOMEM;
         }
         c->z_init = true;
     } else if (comp == SL_FILE_COMP_ZSTD) {
         c->zc = ZSTD_createCCtx();
-        if (c->zc == NULL || ZSTD_isError(ZSTD_CCtx_setParameter(c->zc, ZSTD_c_compressionLevel,
-                                                                 level ? level : ZSTD_CLEVEL_DEFAULT))) {
+        if (c->zc == NULL ||
+            ZSTD_isError(ZSTD_CCtx_setParameter(c->zc, ZSTD_c_compressionLevel, level ? level : ZSTD_CLEVEL_DEFAULT))) {
             ZSTD_freeCCtx(c->zc);
             free(c);
             return SL_EINVAL;

@@ -167,8 +167,8 @@ struct sl_fsink_s {
     uint64_t rotate_size, rotate_age_ns, sync_interval_ns;
     uint64_t batch_size, batch_bytes, batch_timeout_ns;
     uint32_t max_open;
-    uint32_t hold_limit; /* events held in batches before every batch is written (see file_conf.c) */
-    uint32_t held;       /* events taken and not acknowledged */
+    uint32_t hold_limit;                   /* events held in batches before every batch is written (see file_conf.c) */
+    uint32_t held;                         /* events taken and not acknowledged */
     uint64_t hold_bytes_limit, held_bytes; /* the same in channel bytes */
     char state_path[300];
     /* Files: a small array searched by hash (max_open_files is small by design). */

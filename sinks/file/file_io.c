@@ -126,8 +126,8 @@ int sl__file_finish(sl_fsink_t *fs, sl_file_t *f)
             sl__sync_parent(fs, f->final);
     }
     if (rc != 0)
-        sl_log(SL_LOG_ERROR, fs->who, rc, "cannot complete %s (left as %s.part; the next start renames it)",
-               f->final, f->final);
+        sl_log(SL_LOG_ERROR, fs->who, rc, "cannot complete %s (left as %s.part; the next start renames it)", f->final,
+               f->final);
     sl__file_state_save(fs);
     return rc;
 }
@@ -183,8 +183,8 @@ static int sl__recover_one(sl_fsink_t *fs, const char *final)
         sl_log(SL_LOG_ERROR, fs->who, rc, "cannot recover %s.part", final);
         return rc;
     }
-    sl_log(SL_LOG_INFO, fs->who, 0, "recovered %s: kept %zu of %lld bytes left by the previous instance", final,
-           good, (long long)st.st_size);
+    sl_log(SL_LOG_INFO, fs->who, 0, "recovered %s: kept %zu of %lld bytes left by the previous instance", final, good,
+           (long long)st.st_size);
     return good > 0;
 }
 

@@ -201,9 +201,7 @@ int sl__tpl_expand(sl_tpl_t *tpl, const sl_event_t *ev, char *out, size_t cap)
             break;
         case SL_TPL_TIME: ok = sl__tpl_time(s, ev->ingest_ns, out, cap, &o); break;
         case SL_TPL_KEY: ok = sl__path_put_value(out, cap, &o, ev->key, ev->key_len); break;
-        case SL_TPL_TOPIC:
-            ok = sl__path_put_value(out, cap, &o, (const uint8_t *)ev->topic, ev->topic_len);
-            break;
+        case SL_TPL_TOPIC: ok = sl__path_put_value(out, cap, &o, (const uint8_t *)ev->topic, ev->topic_len); break;
         case SL_TPL_ATTR:
             if (ev->rec == NULL || sl_rec_attr_get(ev->rec, s->text, s->len, &val, &vlen) != 0)
                 val = NULL, vlen = 0;

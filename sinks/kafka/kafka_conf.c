@@ -187,9 +187,9 @@ int sl__ksink_setup(sl_ctx_t *ctx, sl_ksink_t *ks)
         sl_log(SL_LOG_ERROR, ks->who, SL_EINVAL, "cannot create the Kafka producer: %s", err);
         return SL_EINVAL;
     }
-    sl_log(SL_LOG_DEBUG, ks->who, 0, "producing to %s, topic %s, key %s, compression %s, acks %s", sl_conf_str(node, "brokers"),
-           sl_conf_str(node, "topic"), sl_conf_str(node, "key"), sl_conf_str(node, "compression"),
-           sl_conf_str(node, "acks"));
+    sl_log(SL_LOG_DEBUG, ks->who, 0, "producing to %s, topic %s, key %s, compression %s, acks %s",
+           sl_conf_str(node, "brokers"), sl_conf_str(node, "topic"), sl_conf_str(node, "key"),
+           sl_conf_str(node, "compression"), sl_conf_str(node, "acks"));
     return 0;
 }
 

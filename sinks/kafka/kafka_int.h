@@ -33,7 +33,7 @@ typedef struct sl_kseg_s {
 typedef struct sl_ktpl_s {
     sl_kseg_t *segs;
     size_t n;
-    bool constant; /* literal only */
+    bool constant;     /* literal only */
     bool verbatim_key; /* exactly {key}: the record key is passed without a copy */
 } sl_ktpl_t;
 

@@ -107,10 +107,10 @@ static int sl__kmsg_produce(sl_ksink_t *ks, uint32_t i)
     if (rkt == NULL)
         return SL_ENOMEM;
     rd_kafka_headers_t *h = ks->headers ? sl__kheaders(ev) : NULL;
-    rd_kafka_resp_err_t err = rd_kafka_producev(
-        ks->rk, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_MSGFLAGS(msgflags), RD_KAFKA_V_VALUE((void *)ev->payload, ev->payload_len),
-        RD_KAFKA_V_KEY(kp, kl), RD_KAFKA_V_OPAQUE((void *)(uintptr_t)i),
-        RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
+    rd_kafka_resp_err_t err =
+        rd_kafka_producev(ks->rk, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_MSGFLAGS(msgflags),
+                          RD_KAFKA_V_VALUE((void *)ev->payload, ev->payload_len), RD_KAFKA_V_KEY(kp, kl),
+                          RD_KAFKA_V_OPAQUE((void *)(uintptr_t)i), RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
         ks->msgs[i].in_flight = true;
         ks->in_flight++;
@@ -169,8 +169,7 @@ static bool sl__kerr_permanent(rd_kafka_resp_err_t err)
     case RD_KAFKA_RESP_ERR_INVALID_REQUIRED_ACKS:
     case RD_KAFKA_RESP_ERR_UNSUPPORTED_FOR_MESSAGE_FORMAT:
     case RD_KAFKA_RESP_ERR__INVALID_ARG:
-    case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
-        return true;
+    case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC: return true;
     default: return false;
     }
 }

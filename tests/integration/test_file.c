@@ -31,8 +31,8 @@
 
 typedef struct fstate_s {
     sl_th_t th;
-    char out[400];  /* the sink's base directory */
-    bool mounted;   /* a tmpfs is mounted on out */
+    char out[400]; /* the sink's base directory */
+    bool mounted;  /* a tmpfs is mounted on out */
 } fstate_t;
 
 static int setup(void **state)
@@ -104,8 +104,8 @@ static void assert_clean_exit(sl_th_t *th, int timeout_ms)
 
 typedef struct seen_s {
     uint32_t devices, per_device;
-    uint8_t *count;    /* [devices * per_device] */
-    int64_t *last;     /* [devices]: last seq in the current file, for the order check */
+    uint8_t *count; /* [devices * per_device] */
+    int64_t *last;  /* [devices]: last seq in the current file, for the order check */
     uint64_t lines, bad_lines, out_of_order, files, parts;
 } seen_t;
 
@@ -223,10 +223,11 @@ static void assert_landed(sl_th_t *th, const char *dir, uint32_t devices, uint32
     for (size_t i = 0; i < (size_t)devices * per_device; i++)
         missing += s.count[i] == 0, twice += s.count[i] > 1;
     if (missing || (!dups && (twice || s.out_of_order)) || s.bad_lines || s.parts)
-        fail_msg("%llu lines in %llu files: missing %llu, twice %llu, out of order %llu, bad %llu, .part %llu; log:\n%s",
-                 (unsigned long long)s.lines, (unsigned long long)s.files, (unsigned long long)missing,
-                 (unsigned long long)twice, (unsigned long long)s.out_of_order, (unsigned long long)s.bad_lines,
-                 (unsigned long long)s.parts, sl_th_log(th));
+        fail_msg(
+            "%llu lines in %llu files: missing %llu, twice %llu, out of order %llu, bad %llu, .part %llu; log:\n%s",
+            (unsigned long long)s.lines, (unsigned long long)s.files, (unsigned long long)missing,
+            (unsigned long long)twice, (unsigned long long)s.out_of_order, (unsigned long long)s.bad_lines,
+            (unsigned long long)s.parts, sl_th_log(th));
     free(s.count);
     free(s.last);
     if (out)

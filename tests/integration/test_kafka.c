@@ -308,10 +308,11 @@ static void test_permanent_error_goes_to_dead_letter(void **state)
     assert_int_equal(delivered + dead, 5000);
     /* The dead-letter file holds exactly those, with the reason and librdkafka's text. */
     char cmd[1400], out[64] = "";
-    snprintf(cmd, sizeof cmd,
-             "cat '%s'/dead-0-*.ndjson | grep -c '\"dl_reason\":\"kafka_permanent\".*\"dl_error\":\"Broker: Message size "
-             "too large\"'",
-             dl);
+    snprintf(
+        cmd, sizeof cmd,
+        "cat '%s'/dead-0-*.ndjson | grep -c '\"dl_reason\":\"kafka_permanent\".*\"dl_error\":\"Broker: Message size "
+        "too large\"'",
+        dl);
     FILE *p = popen(cmd, "r");
     assert_non_null(fgets(out, sizeof out, p));
     pclose(p);
@@ -356,11 +357,10 @@ static void test_shutdown_delivers_batches_in_flight(void **state)
 static void test_bad_property_cannot_start(void **state)
 {
     kstate_t *ks = *state;
-    sl_th_config(&ks->th,
-                 "pipeline: { name: kbad }\n"
-                 "sources: [ { name: fleet, type: generator, count: 10 } ]\n"
-                 "sinks: [ { name: out, type: kafka, from: fleet, brokers: '127.0.0.1:1',\n"
-                 "           librdkafka: 'linger.ms=5; no.such.property=1' } ]\n");
+    sl_th_config(&ks->th, "pipeline: { name: kbad }\n"
+                          "sources: [ { name: fleet, type: generator, count: 10 } ]\n"
+                          "sinks: [ { name: out, type: kafka, from: fleet, brokers: '127.0.0.1:1',\n"
+                          "           librdkafka: 'linger.ms=5; no.such.property=1' } ]\n");
     sl_th_start(&ks->th, "run", NULL);
     assert_true(sl_th_wait(&ks->th, 30000));
     assert_true(WIFEXITED(ks->th.status) && WEXITSTATUS(ks->th.status) != 0);

@@ -70,8 +70,9 @@ static void test_template_hostile_values(void **state)
         const char *v;
         size_t len;
     } hostile[] = {
-        {"..", 2}, {".", 1}, {"", 0}, {"../../etc/passwd", 16}, {"/etc/passwd", 11}, {"a/../../b", 9},
-        {"..\\..\\win", 9}, {"ev\0il", 5}, {"new\nline", 8}, {"\x1b[31m", 5}, {"....", 4}, {"\x7f", 1},
+        {"..", 2},        {".", 1},           {"", 0},       {"../../etc/passwd", 16}, {"/etc/passwd", 11},
+        {"a/../../b", 9}, {"..\\..\\win", 9}, {"ev\0il", 5}, {"new\nline", 8},         {"\x1b[31m", 5},
+        {"....", 4},      {"\x7f", 1},
     };
     for (size_t i = 0; i < SL_ARRAY_LEN(hostile); i++) {
         char out[SL_FILE_PATH_MAX];
@@ -100,8 +101,8 @@ static void test_template_hostile_values(void **state)
 
 static void test_template_bad(void **state)
 {
-    static const char *const bad[] = {"/abs/x", "../x", "a/../x", "a//b", "./a", "x/{site", "a/{}", "x%", "%n",
-                                      "a/", ""};
+    static const char *const bad[] = {"/abs/x", "../x", "a/../x", "a//b", "./a", "x/{site",
+                                      "a/{}",   "x%",   "%n",     "a/",   ""};
     for (size_t i = 0; i < SL_ARRAY_LEN(bad); i++) {
         const char *why = NULL;
         assert_int_not_equal(sl_sink_file_path_check(bad[i], &why), 0);
@@ -117,10 +118,11 @@ static void test_template_bad(void **state)
 
 static void test_json_valid(void **state)
 {
-    static const char *const good[] = {"{}", "[]", "{\"a\":1,\"b\":[true,false,null,-1.5e3,\"x\\u00e9\"]}", "0",
-                                       " \"s\" ", "{\"a\":{\"b\":{}}}"};
-    static const char *const bad[] = {"", "{", "{\"a\":}", "[1,]", "{\"a\" 1}", "01x", "{\"a\":1}\n",
-                                      "{\n\"a\":1}", "tru", "\"\\x\"", "{} {}", "[\"\x01\"]", "-", "1."};
+    static const char *const good[] = {"{}", "[]",      "{\"a\":1,\"b\":[true,false,null,-1.5e3,\"x\\u00e9\"]}",
+                                       "0",  " \"s\" ", "{\"a\":{\"b\":{}}}"};
+    static const char *const bad[] = {"",      "{",           "{\"a\":}",    "[1,]", "{\"a\" 1}",
+                                      "01x",   "{\"a\":1}\n", "{\n\"a\":1}", "tru",  "\"\\x\"",
+                                      "{} {}", "[\"\x01\"]",  "-",           "1."};
     for (size_t i = 0; i < SL_ARRAY_LEN(good); i++)
         assert_true(sl__json_valid((const uint8_t *)good[i], strlen(good[i])));
     for (size_t i = 0; i < SL_ARRAY_LEN(bad); i++)
