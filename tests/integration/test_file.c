@@ -428,6 +428,28 @@ static void test_unusable_dir_cannot_start(void **state)
     assert_non_null(strstr(sl_th_log(&fs->th), "cannot use the base directory"));
 }
 
+/* Two instances with the same path template never share a file: each name carries its instance. */
+static void test_two_instances_same_template(void **state)
+{
+    fstate_t *fs = *state;
+    sl_th_config(&fs->th,
+                 "pipeline: { name: ftwo }\n"
+                 "sources: [ { name: fleet, type: generator, count: 40_000, devices: 40 } ]\n"
+                 "sinks:\n"
+                 "  - { name: out, type: file, from: fleet, concurrency: 2, dispatcher: partition, partition_by: key,\n"
+                 "      dir: '%s', path: 'all.ndjson.zst', compression: zstd, sync: none }\n",
+                 fs->out);
+    sl_th_start(&fs->th, "run", NULL);
+    assert_clean_exit(&fs->th, 120000);
+    seen_t s;
+    assert_landed(&fs->th, fs->out, 40, 1000, false, &s);
+    assert_int_equal(s.files, 2);
+    char a[600], b[600];
+    snprintf(a, sizeof a, "%s/all-0-0.ndjson.zst", fs->out);
+    snprintf(b, sizeof b, "%s/all-1-0.ndjson.zst", fs->out);
+    assert_int_equal(access(a, F_OK) | access(b, F_OK), 0);
+}
+
 /* The stdout sink (debugging) writes one envelope per event on standard output (the harness log). */
 static void test_stdout_sink(void **state)
 {
@@ -452,6 +474,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sink_crash_recovers_part_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_drain_writes_batches_in_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unusable_dir_cannot_start, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_two_instances_same_template, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stdout_sink, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
