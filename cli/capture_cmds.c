@@ -46,7 +46,7 @@ static const char *const sl__gen_profiles[] = {
 };
 
 typedef struct sl_genopt_s {
-    const char *out;
+    const char *out, *mqtt;
     uint64_t devices, count, duration_ns, burst, burst_every_ns, seed;
     double rate, malformed;
     sl_gen_profile_t profile;
@@ -55,7 +55,7 @@ typedef struct sl_genopt_s {
 
 typedef struct sl_genrun_s {
     uint64_t rng;
-    uint64_t malformed, bytes;
+    uint64_t malformed, bytes, confirmed, failed;
     char payload[2048];
 } sl_genrun_t;
 
@@ -168,23 +168,68 @@ static void sl__gen_progress(const char *what, uint64_t done, uint64_t total, ui
             (unsigned long long)total, rate, (unsigned)(left / 60), (unsigned)left % 60, last ? "\n" : "   ");
 }
 
-/* Writes the fleet. Returns 0 or a negative code (logged). */
+/* Where the fleet goes: a capture file, or a broker (paced to the recorded timeline in real time). */
+typedef struct sl_genout_s {
+    sl_cap_writer_t *w;
+    sl_cap_pub_t *pub;
+    int qos;
+    uint64_t t0_mono, t0_wall;
+} sl_genout_t;
+
+static int sl__gen_open(const sl_genopt_t *o, const char *desc, sl_genout_t *out)
+{
+    int rc;
+    if (o->mqtt != NULL) {
+        out->qos = o->qos;
+        if ((rc = sl_cap_pub_open(o->mqtt, NULL, &out->pub)) != 0)
+            sl_log(SL_LOG_ERROR, "gen", rc, "cannot connect to %s", o->mqtt);
+        return rc;
+    }
+    sl_cap_wopts_t wo = {.gzip_level = o->gzip, .desc = desc};
+    if ((rc = sl_cap_writer_open(o->out, &wo, &out->w)) != 0)
+        sl_log(SL_LOG_ERROR, "gen", rc, "cannot create %s", o->out);
+    return rc;
+}
+
+static int sl__gen_put(sl_genout_t *out, const sl_cap_rec_t *r)
+{
+    if (out->w != NULL)
+        return sl_cap_writer_put(out->w, r);
+    uint64_t due = out->t0_mono + (r->ts_ns > out->t0_wall ? r->ts_ns - out->t0_wall : 0), now = sl_now_ns();
+    if (due > now) {
+        struct timespec ts = {(time_t)((due - now) / SL_NS_PER_S), (long)((due - now) % SL_NS_PER_S)};
+        nanosleep(&ts, NULL); /* pacing a publisher to its timeline, not waiting for a condition */
+    }
+    return sl_cap_pub_put(out->pub, r, out->qos);
+}
+
+static int sl__gen_close(sl_genout_t *out, sl_genrun_t *g)
+{
+    if (out->w != NULL) {
+        g->bytes = sl_cap_writer_bytes(out->w);
+        return sl_cap_writer_close(out->w);
+    }
+    int rc = sl_cap_pub_close(out->pub, &g->confirmed, &g->failed);
+    return rc == 0 && g->failed == 0 ? 0 : SL_EIO;
+}
+
+/* Writes or publishes the fleet. Returns 0 or a negative code (logged). */
 static int sl__gen_write(const sl_genopt_t *o, sl_genrun_t *g)
 {
     char desc[256], topic[64];
     snprintf(desc, sizeof desc, "sluice gen: %llu devices, profile %s, rate %g/s, malformed %g, seed %llu",
              (unsigned long long)o->devices, sl__gen_profiles[o->profile], o->rate, o->malformed,
              (unsigned long long)o->seed);
-    sl_cap_wopts_t wo = {.gzip_level = o->gzip, .desc = desc};
-    sl_cap_writer_t *w;
-    int rc = sl_cap_writer_open(o->out, &wo, &w);
-    if (rc != 0) {
-        sl_log(SL_LOG_ERROR, "gen", rc, "cannot create %s", o->out);
+    sl_genout_t out = {0};
+    int rc = sl__gen_open(o, desc, &out);
+    if (rc != 0)
         return rc;
-    }
+    const char *what = o->mqtt ? o->mqtt : o->out;
     bool tty = isatty(2);
     uint64_t t0 = sl_now_ns(), next_progress = t0, start = sl_wall_ns(), burst_left = 0, burst_ts = 0;
     uint64_t next_burst = o->burst ? start + o->burst_every_ns : UINT64_MAX;
+    out.t0_mono = t0;
+    out.t0_wall = start;
     double vt = 0; /* recorded time since start, ns */
     uint8_t props[64];
     for (uint64_t i = 0; i < o->count && rc == 0; i++) {
@@ -207,27 +252,27 @@ static int sl__gen_write(const sl_genopt_t *o, sl_genrun_t *g)
         sl_cap_rec_t r = {.ts_ns = ts, .qos = (uint8_t)o->qos, .topic = topic, .topic_len = 27,
                           .props = props, .props_len = (uint32_t)pl, .payload = (const uint8_t *)g->payload};
         r.payload_len = (uint32_t)sl__gen_payload(g, o, dev, seq, ts, &r.flags);
-        rc = sl_cap_writer_put(w, &r);
+        rc = sl__gen_put(&out, &r);
         if (tty && (i & 1023) == 0 && sl_now_ns() >= next_progress) {
-            sl__gen_progress(o->out, i, o->count, t0, false);
+            sl__gen_progress(what, i, o->count, t0, false);
             next_progress = sl_now_ns() + 250 * SL_NS_PER_MS;
         }
     }
-    g->bytes = sl_cap_writer_bytes(w);
-    int crc = sl_cap_writer_close(w);
+    int crc = sl__gen_close(&out, g);
     if (rc == 0)
         rc = crc;
     if (tty)
-        sl__gen_progress(o->out, rc == 0 ? o->count : 0, o->count, t0, true);
+        sl__gen_progress(what, rc == 0 ? o->count : 0, o->count, t0, true);
     if (rc != 0)
-        sl_log(SL_LOG_ERROR, "gen", rc, "writing %s failed", o->out);
+        sl_log(SL_LOG_ERROR, "gen", rc, "%s to %s failed", o->mqtt ? "publishing" : "writing", what);
     return rc;
 }
 
 static void sl__gen_usage(FILE *to)
 {
-    fprintf(to, "usage: sluice gen -o FILE [options]\n"
+    fprintf(to, "usage: sluice gen -o FILE | --mqtt URL [options]\n"
                 "  -o, --output FILE       capture file to write (FILE.gz or --gzip: gzip-compressed)\n"
+                "      --mqtt URL          or: publish to a broker (tcp://HOST:PORT, MQTT 5) at --rate in real time\n"
                 "  -d, --devices N         simulated devices (default 1000)\n"
                 "  -n, --count N           messages in all (default 100000)\n"
                 "  -t, --duration D        or: messages for this long at --rate (10s, 5m)\n"
@@ -252,6 +297,7 @@ static int sl__gen_parse(int argc, char **argv, sl_genopt_t *o)
         {"malformed", required_argument, NULL, 'm'}, {"burst", required_argument, NULL, 'B'},
         {"burst-every", required_argument, NULL, 'E'}, {"gzip", optional_argument, NULL, 'z'},
         {"qos", required_argument, NULL, 'Q'},      {"seed", required_argument, NULL, 'S'},
+        {"mqtt", required_argument, NULL, 'M'},
         {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
     *o = (sl_genopt_t){.devices = 1000, .count = 100000, .rate = 1000, .burst_every_ns = 10 * SL_NS_PER_S, .seed = 1, .qos = 1};
     bool count_set = false;
@@ -260,6 +306,7 @@ static int sl__gen_parse(int argc, char **argv, sl_genopt_t *o)
     while ((c = getopt_long(argc, argv, "o:d:n:t:r:p:m:z::h", opts, NULL)) != -1) {
         switch (c) {
         case 'o': o->out = optarg; break;
+        case 'M': o->mqtt = optarg; break;
         case 'd': bad |= sl__parse_count(optarg, &o->devices) != 0 || o->devices == 0 || o->devices > 10000000; break;
         case 'n': bad |= sl__parse_count(optarg, &o->count) != 0, count_set = true; break;
         case 't': bad |= sl__parse_duration(optarg, &o->duration_ns) != 0; break;
@@ -284,8 +331,8 @@ static int sl__gen_parse(int argc, char **argv, sl_genopt_t *o)
             return SL_EINVAL;
         }
     }
-    if (o->out == NULL || optind != argc) {
-        fprintf(stderr, "sluice gen: %s\n", o->out ? "unexpected argument" : "missing -o FILE");
+    if ((o->out == NULL) == (o->mqtt == NULL) || optind != argc) {
+        fprintf(stderr, "sluice gen: %s\n", optind != argc ? "unexpected argument" : "give one of -o FILE and --mqtt URL");
         return SL_EINVAL;
     }
     if (o->duration_ns && !count_set) {
@@ -295,7 +342,7 @@ static int sl__gen_parse(int argc, char **argv, sl_genopt_t *o)
         }
         o->count = (uint64_t)((double)o->duration_ns / 1e9 * o->rate);
     }
-    size_t ol = strlen(o->out);
+    size_t ol = o->out ? strlen(o->out) : 0;
     if (o->gzip == 0 && ol > 3 && strcmp(o->out + ol - 3, ".gz") == 0)
         o->gzip = 6;
     return 0;
@@ -311,9 +358,14 @@ int sl_cli_gen(int argc, char **argv)
     uint64_t t0 = sl_now_ns();
     if (sl__gen_write(&o, &g) != 0)
         return 1;
-    printf("sluice gen: wrote %llu records (%llu malformed, %llu bytes%s) for %llu devices to %s in %.2f s\n",
-           (unsigned long long)o.count, (unsigned long long)g.malformed, (unsigned long long)g.bytes,
-           o.gzip ? " before gzip" : "", (unsigned long long)o.devices, o.out, (double)(sl_now_ns() - t0) / 1e9);
+    if (o.mqtt)
+        printf("sluice gen: published %llu messages (%llu malformed, %llu confirmed) for %llu devices to %s in %.2f s\n",
+               (unsigned long long)o.count, (unsigned long long)g.malformed, (unsigned long long)g.confirmed,
+               (unsigned long long)o.devices, o.mqtt, (double)(sl_now_ns() - t0) / 1e9);
+    else
+        printf("sluice gen: wrote %llu records (%llu malformed, %llu bytes%s) for %llu devices to %s in %.2f s\n",
+               (unsigned long long)o.count, (unsigned long long)g.malformed, (unsigned long long)g.bytes,
+               o.gzip ? " before gzip" : "", (unsigned long long)o.devices, o.out, (double)(sl_now_ns() - t0) / 1e9);
     return 0;
 }
 

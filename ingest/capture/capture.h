@@ -122,6 +122,19 @@ uint64_t sl_cap_writer_bytes(const sl_cap_writer_t *w);
 /* Flushes and closes; returns 0 or SL_EIO (then the file is incomplete). NULL is a no-op returning 0. */
 int sl_cap_writer_close(sl_cap_writer_t *w);
 
+typedef struct sl_cap_pub_s sl_cap_pub_t;
+
+/*
+ * Publishing records to an MQTT broker (MQTT 5, Paho MQTTAsync; ingest/capture/capture_pub.c). open
+ * connects to url (tcp://HOST:PORT) with a clean session and waits up to 10 s: 0 and *out, or SL_EIO.
+ * put publishes one record (properties as user properties) at qos (-1: the record's), waiting while 1000
+ * are unconfirmed: 0, SL_ETIMEDOUT or SL_EIO. close waits up to 30 s for the confirmations, disconnects
+ * and reports how many were confirmed and failed: 0 or SL_ETIMEDOUT. One thread per publisher.
+ */
+int sl_cap_pub_open(const char *url, const char *client_id, sl_cap_pub_t **out);
+int sl_cap_pub_put(sl_cap_pub_t *p, const sl_cap_rec_t *rec, int qos);
+int sl_cap_pub_close(sl_cap_pub_t *p, uint64_t *done, uint64_t *failed);
+
 /* Appends attribute name=value to buf at *len (cap bytes). Returns 0 or SL_ENOSPC (nothing written). */
 int sl_cap_attr_put(uint8_t *buf, size_t cap, size_t *len, const char *name, size_t nl, const void *val, size_t vl);
 
