@@ -104,7 +104,7 @@ int main(int argc, char **argv)
     FILE *f = fopen(cfg, "w");
     if (f == NULL)
         return 1;
-    fprintf(f, "pipeline: { name: bench-replay }\nmetrics: { summary_interval: 0s }\n"
+    fprintf(f, "pipeline: { name: bench-replay }\nmetrics: { enabled: false, summary_interval: 0s }\n"
                "sources: [ { name: capture, type: generator } ]\n"
                "sinks: [ { name: out, type: null, from: capture } ]\n");
     fclose(f);
