@@ -140,6 +140,19 @@ int sl_th_log_count(sl_th_t *th, const char *needle)
     return n;
 }
 
+uint64_t sl_th_log_sum(sl_th_t *th, const char *tag, const char *after)
+{
+    const char *log = sl_th_log(th);
+    uint64_t sum = 0;
+    for (const char *p = log; (p = strstr(p, tag)) != NULL; p++) {
+        const char *eol = strchr(p, '\n');
+        const char *v = strstr(p, after);
+        if (v && (!eol || v < eol))
+            sum += strtoull(v + strlen(after), NULL, 10);
+    }
+    return sum;
+}
+
 bool sl_th_log_number(sl_th_t *th, const char *line_tag, const char *after, uint64_t *out)
 {
     const char *log = sl_th_log(th), *line = NULL;

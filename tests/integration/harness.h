@@ -35,6 +35,8 @@ bool sl_th_wait_log(sl_th_t *th, const char *needle, int timeout_ms);
 const char *sl_th_log(sl_th_t *th);
 /* Counts occurrences of needle in the log. */
 int sl_th_log_count(sl_th_t *th, const char *needle);
+/* The sum of the numbers that follow `after` on every log line containing tag (one line per instance). */
+uint64_t sl_th_log_sum(sl_th_t *th, const char *tag, const char *after);
 /* Reads an unsigned number that follows `after` in the last line of the log containing `line_tag`. */
 bool sl_th_log_number(sl_th_t *th, const char *line_tag, const char *after, uint64_t *out);
 /* The PIDs of the master's children (workers); returns how many were stored. */

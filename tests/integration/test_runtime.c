@@ -20,55 +20,16 @@
 #include <cmocka.h>
 
 #include "common/sl.h"
-#include "harness.h"
+#include "harness_cmocka.h"
 
-static int setup(void **state)
-{
-    sl_th_t *th = calloc(1, sizeof *th);
-    if (th == NULL || sl_th_init(th, "runtime") != 0)
-        return -1;
-    *state = th;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    sl_th_t *th = *state;
-    bool was_running = th->pid > 0;
-    sl_th_cleanup(th);
-    free(th);
-    assert_false(was_running); /* every test stops what it started */
-    return 0;
-}
-
-static void assert_clean_exit(sl_th_t *th, int timeout_ms)
-{
-    if (!sl_th_wait(th, timeout_ms))
-        fail_msg("sluice still running after %d ms; log:\n%s", timeout_ms, sl_th_log(th));
-    if (!WIFEXITED(th->status) || WEXITSTATUS(th->status) != 0)
-        fail_msg("sluice exited with status 0x%x; log:\n%s", th->status, sl_th_log(th));
-}
-
-/* Sums a number over every log line containing tag (one per instance). */
-static uint64_t sum_lines(sl_th_t *th, const char *tag, const char *after)
-{
-    const char *log = sl_th_log(th);
-    uint64_t sum = 0;
-    for (const char *p = log; (p = strstr(p, tag)) != NULL; p++) {
-        const char *eol = strchr(p, '\n');
-        const char *v = strstr(p, after);
-        if (v && (!eol || v < eol))
-            sum += strtoull(v + strlen(after), NULL, 10);
-    }
-    return sum;
-}
+static void assert_clean_exit(sl_th_t *th, int timeout_ms) { sl_th_assert_exit(th, timeout_ms, 0); }
 
 static void assert_verified(sl_th_t *th, uint64_t events, bool allow_dups)
 {
-    uint64_t n = sum_lines(th, "verify: ", "verify: ");
-    uint64_t lost = sum_lines(th, "verify: ", "lost ");
-    uint64_t dups = sum_lines(th, "verify: ", "duplicates ");
-    uint64_t bad = sum_lines(th, "verify: ", "unparseable ");
+    uint64_t n = sl_th_log_sum(th, "verify: ", "verify: ");
+    uint64_t lost = sl_th_log_sum(th, "verify: ", "lost ");
+    uint64_t dups = sl_th_log_sum(th, "verify: ", "duplicates ");
+    uint64_t bad = sl_th_log_sum(th, "verify: ", "unparseable ");
     if (lost != 0 || bad != 0 || (!allow_dups && dups != 0) || (events && n - dups != events))
         fail_msg("verify: %llu events (want %llu), lost %llu, dups %llu, bad %llu; log:\n%s", (unsigned long long)n,
                  (unsigned long long)events, (unsigned long long)lost, (unsigned long long)dups,
@@ -87,7 +48,7 @@ static void test_chain_drains_in_order(void **state)
     sl_th_start(th, "run", NULL);
     assert_clean_exit(th, 120000);
     assert_verified(th, 1000000, false);
-    assert_int_equal(sum_lines(th, "generated ", "generated "), 1000000);
+    assert_int_equal(sl_th_log_sum(th, "generated ", "generated "), 1000000);
     assert_non_null(strstr(sl_th_log(th), "pipeline drained"));
 }
 
@@ -124,7 +85,7 @@ static void test_sigterm_drains(void **state)
     assert_true(sl_th_wait_log(th, "[summary]", 30000));
     kill(th->pid, SIGTERM);
     assert_clean_exit(th, 60000);
-    uint64_t generated = sum_lines(th, "generated ", "generated ");
+    uint64_t generated = sl_th_log_sum(th, "generated ", "generated ");
     assert_true(generated > 0);
     assert_verified(th, generated, false);
     assert_non_null(strstr(sl_th_log(th), "SIGTERM: draining"));
@@ -151,7 +112,7 @@ static void test_sigkill_worker_restarts_without_loss(void **state)
     assert_true(again > 0 && again != victim);
     kill(th->pid, SIGTERM);
     assert_clean_exit(th, 60000);
-    uint64_t generated = sum_lines(th, "generated ", "generated ");
+    uint64_t generated = sl_th_log_sum(th, "generated ", "generated ");
     assert_verified(th, generated, true);
 }
 
@@ -240,12 +201,12 @@ static void test_metrics_and_healthz(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_chain_drains_in_order, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_fan_in_and_partition, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_sigterm_drains, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_sigkill_worker_restarts_without_loss, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_dead_letter_routing, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_metrics_and_healthz, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_chain_drains_in_order, sl_th_setup, sl_th_teardown),
+        cmocka_unit_test_setup_teardown(test_fan_in_and_partition, sl_th_setup, sl_th_teardown),
+        cmocka_unit_test_setup_teardown(test_sigterm_drains, sl_th_setup, sl_th_teardown),
+        cmocka_unit_test_setup_teardown(test_sigkill_worker_restarts_without_loss, sl_th_setup, sl_th_teardown),
+        cmocka_unit_test_setup_teardown(test_dead_letter_routing, sl_th_setup, sl_th_teardown),
+        cmocka_unit_test_setup_teardown(test_metrics_and_healthz, sl_th_setup, sl_th_teardown),
     };
     return cmocka_run_group_tests_name("runtime", tests, NULL, NULL);
 }

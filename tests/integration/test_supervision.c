@@ -19,42 +19,7 @@
 #include <cmocka.h>
 
 #include "common/sl.h"
-#include "harness.h"
-
-static int setup(void **state)
-{
-    sl_th_t *th = calloc(1, sizeof *th);
-    if (th == NULL || sl_th_init(th, "supervision") != 0)
-        return -1;
-    *state = th;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    sl_th_t *th = *state;
-    bool was_running = th->pid > 0;
-    sl_th_cleanup(th);
-    free(th);
-    assert_false(was_running);
-    return 0;
-}
-
-static void wait_exit(sl_th_t *th, int timeout_ms, int want)
-{
-    if (!sl_th_wait(th, timeout_ms))
-        fail_msg("sluice still running after %d ms; log:\n%s", timeout_ms, sl_th_log(th));
-    if (!WIFEXITED(th->status) || WEXITSTATUS(th->status) != want)
-        fail_msg("sluice exited with status 0x%x, want exit %d; log:\n%s", th->status, want, sl_th_log(th));
-}
-
-static uint64_t number(sl_th_t *th, const char *tag, const char *after)
-{
-    uint64_t v = 0;
-    if (!sl_th_log_number(th, tag, after, &v))
-        fail_msg("no \"%s\" ... \"%s\" in the log:\n%s", tag, after, sl_th_log(th));
-    return v;
-}
+#include "harness_cmocka.h"
 
 /* Offset of the first occurrence of needle at or after from, or -1. */
 static long find_from(const char *log, long from, const char *needle)
@@ -77,12 +42,12 @@ static void test_poison_quarantined_after_one_replay(void **state)
                      "  - { name: out, type: null, from: flaky, verify_sequence: true }\n"
                      "  - { name: quarantine, type: null }\n");
     sl_th_start(th, "run", NULL);
-    wait_exit(th, 60000, 0);
+    sl_th_assert_exit(th, 60000, 0);
     assert_int_equal(sl_th_log_count(th, "chaos: raising"), 2);
     assert_int_equal(sl_th_log_count(th, "quarantined event 4242 "), 1);
-    assert_int_equal(number(th, "verify:", "lost "), 1); /* exactly the quarantined one */
-    assert_int_equal(number(th, "verify:", "verify: ") - number(th, "verify:", "duplicates "), 19999);
-    assert_int_equal(number(th, "[quarantine#0] took", "took "), 1);
+    assert_int_equal(sl_th_number(th, "verify:", "lost "), 1); /* exactly the quarantined one */
+    assert_int_equal(sl_th_number(th, "verify:", "verify: ") - sl_th_number(th, "verify:", "duplicates "), 19999);
+    assert_int_equal(sl_th_number(th, "[quarantine#0] took", "took "), 1);
 }
 
 /*
@@ -103,7 +68,7 @@ static void crash_loop(sl_th_t *th, const char *strategy)
                  "sinks: [ { name: out, type: null, from: flaky } ]\n",
                  strategy);
     sl_th_start(th, "run", "-v");
-    wait_exit(th, 60000, 1);
+    sl_th_assert_exit(th, 60000, 1);
     const char *log = sl_th_log(th);
     assert_non_null(strstr(log, "group flaky: more than 1 restarts in 60.0s; terminating its instances"));
     assert_non_null(strstr(log, "supervision gave up on \"flaky\""));
@@ -173,11 +138,11 @@ static void test_watchdog_recovers_a_hang(void **state)
                      "      supervision: { watchdog: 300ms, max_restarts: 10 } }\n"
                      "sinks: [ { name: out, type: null, from: stuck, verify_sequence: true } ]\n");
     sl_th_start(th, "run", NULL);
-    wait_exit(th, 60000, 0);
+    sl_th_assert_exit(th, 60000, 0);
     assert_true(sl_th_log_count(th, "no heartbeat for") >= 1);
     assert_true(sl_th_log_count(th, "by the watchdog") >= 1);
-    assert_int_equal(number(th, "verify:", "lost "), 0);
-    assert_int_equal(number(th, "verify:", "verify: ") - number(th, "verify:", "duplicates "), 10000);
+    assert_int_equal(sl_th_number(th, "verify:", "lost "), 0);
+    assert_int_equal(sl_th_number(th, "verify:", "verify: ") - sl_th_number(th, "verify:", "duplicates "), 10000);
 }
 
 /* Pacing of the killer (not a wait for a condition): 50-200 ms between kills. */
@@ -214,11 +179,11 @@ static void test_random_kills_lose_nothing(void **state)
         if (n > 0 && kill(kids[rand() % (int)n], SIGKILL) == 0)
             kills++;
     }
-    wait_exit(th, 60000, 0);
+    sl_th_assert_exit(th, 60000, 0);
     print_message("# %d workers killed\n", kills);
     assert_true(kills >= 10);
-    uint64_t n = number(th, "verify:", "verify: "), dups = number(th, "verify:", "duplicates ");
-    uint64_t lost = number(th, "verify:", "lost "), generated = number(th, "generated ", "generated ");
+    uint64_t n = sl_th_number(th, "verify:", "verify: "), dups = sl_th_number(th, "verify:", "duplicates ");
+    uint64_t lost = sl_th_number(th, "verify:", "lost "), generated = sl_th_number(th, "generated ", "generated ");
     if (lost != 0 || n - dups != 1000000 || generated != 1000000)
         fail_msg("lost %llu, unique %llu, generated %llu; log:\n%s", (unsigned long long)lost,
                  (unsigned long long)(n - dups), (unsigned long long)generated, sl_th_log(th));
@@ -262,10 +227,10 @@ static void test_master_killed_leaves_no_orphan(void **state)
             kill(kids[i], SIGKILL);
         fail_msg("%zu of %zu workers still ran 30 s after the master died; log:\n%s", n - gone, n, sl_th_log(th));
     }
-    uint64_t generated = number(th, "generated ", "generated ");
+    uint64_t generated = sl_th_number(th, "generated ", "generated ");
     assert_true(generated > 0);
-    assert_int_equal(number(th, "verify:", "lost "), 0);
-    assert_int_equal(number(th, "verify:", "verify: ") - number(th, "verify:", "duplicates "), generated);
+    assert_int_equal(sl_th_number(th, "verify:", "lost "), 0);
+    assert_int_equal(sl_th_number(th, "verify:", "verify: ") - sl_th_number(th, "verify:", "duplicates "), generated);
 }
 
 /* A stage that cannot drain (it hangs) is SIGKILLed at shutdown_timeout, and the exit status and the log
@@ -281,7 +246,7 @@ static void test_shutdown_deadline_kills_and_says_so(void **state)
     sl_th_start(th, "run", NULL);
     assert_true(sl_th_wait_log(th, "chaos: hanging after 100 events", 30000));
     kill(th->pid, SIGTERM);
-    wait_exit(th, 30000, 1);
+    sl_th_assert_exit(th, 30000, 1);
     assert_non_null(strstr(sl_th_log(th), "stuck#0: still running at the shutdown deadline; SIGKILL"));
     assert_non_null(strstr(sl_th_log(th), "pipeline stopped: the shutdown deadline passed"));
 }
@@ -337,13 +302,13 @@ static void test_new_master_recovers_channels(void **state)
 
     sl_th_config(th, cfg, th->dir, 0, th->dir);
     sl_th_start(th, "run", NULL);
-    wait_exit(th, 60000, 0);
+    sl_th_assert_exit(th, 60000, 0);
     assert_non_null(strstr(sl_th_log(th), "recovered channel fleet#0>stuck#0: "));
-    assert_true(number(th, "recovered channel fleet#0>stuck#0: ", "stuck#0: ") > 0);
+    assert_true(sl_th_number(th, "recovered channel fleet#0>stuck#0: ", "stuck#0: ") > 0);
     /* The generator resumes where the recovered channel says it was, not at zero. */
-    assert_true(number(th, "resuming the fleet at event ", "at event ") > 30000);
-    uint64_t unique = number(th, "verify:", "verify: ") - number(th, "verify:", "duplicates ");
-    assert_int_equal(number(th, "verify:", "lost "), 0);
+    assert_true(sl_th_number(th, "resuming the fleet at event ", "at event ") > 30000);
+    uint64_t unique = sl_th_number(th, "verify:", "verify: ") - sl_th_number(th, "verify:", "duplicates ");
+    assert_int_equal(sl_th_number(th, "verify:", "lost "), 0);
     assert_int_equal(unique, 100000);
     char path[400];
     snprintf(path, sizeof path, "%s/chan/fleet.0~stuck.0.chan", th->dir);
@@ -353,15 +318,15 @@ static void test_new_master_recovers_channels(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_poison_quarantined_after_one_replay, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_one_for_one_restarts_only_the_crashed, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_one_for_all_restarts_all_in_order, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_rest_for_one_restarts_the_rest, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_watchdog_recovers_a_hang, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_random_kills_lose_nothing, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_master_killed_leaves_no_orphan, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_shutdown_deadline_kills_and_says_so, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_new_master_recovers_channels, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_poison_quarantined_after_one_replay, sl_th_setup, sl_th_teardown),
+        cmocka_unit_test_setup_teardown(test_one_for_one_restarts_only_the_crashed, sl_th_setup, sl_th_teardown),
+        cmocka_unit_test_setup_teardown(test_one_for_all_restarts_all_in_order, sl_th_setup, sl_th_teardown),
+        cmocka_unit_test_setup_teardown(test_rest_for_one_restarts_the_rest, sl_th_setup, sl_th_teardown),
+        cmocka_unit_test_setup_teardown(test_watchdog_recovers_a_hang, sl_th_setup, sl_th_teardown),
+        cmocka_unit_test_setup_teardown(test_random_kills_lose_nothing, sl_th_setup, sl_th_teardown),
+        cmocka_unit_test_setup_teardown(test_master_killed_leaves_no_orphan, sl_th_setup, sl_th_teardown),
+        cmocka_unit_test_setup_teardown(test_shutdown_deadline_kills_and_says_so, sl_th_setup, sl_th_teardown),
+        cmocka_unit_test_setup_teardown(test_new_master_recovers_channels, sl_th_setup, sl_th_teardown),
     };
     return cmocka_run_group_tests_name("supervision", tests, NULL, NULL);
 }
