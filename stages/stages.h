@@ -167,6 +167,9 @@ const char *sl_ctx_name(const sl_ctx_t *ctx); /* "relay#1" */
 uint32_t sl_ctx_instance(const sl_ctx_t *ctx);
 bool sl_ctx_stopping(const sl_ctx_t *ctx);                  /* shutdown requested: producers stop taking input */
 void sl_ctx_set_timer(sl_ctx_t *ctx, uint64_t deadline_ns); /* monotonic; 0 = none */
+/* Asks the master for the draining shutdown an operator's SIGTERM starts (a sink that reached a limit).
+ * Does nothing when this worker's master is gone. */
+void sl_ctx_request_shutdown(sl_ctx_t *ctx);
 /* Counts events that failed (bad input, dead-lettered) for the statistics. */
 void sl_ctx_count_failed(sl_ctx_t *ctx, uint64_t n);
 

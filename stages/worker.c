@@ -222,6 +222,13 @@ uint32_t sl_ctx_instance(const sl_ctx_t *ctx) { return ctx->inst->index; }
 
 bool sl_ctx_stopping(const sl_ctx_t *ctx) { return sl__stop_requested(ctx->inst); }
 void sl_ctx_set_timer(sl_ctx_t *ctx, uint64_t deadline_ns) { ctx->timer_ns = deadline_ns; }
+
+void sl_ctx_request_shutdown(sl_ctx_t *ctx)
+{
+    /* Only our own master: after its death getppid() is a reaper (pid 1 in a container) to leave alone. */
+    if (getppid() == ctx->rt->master_pid)
+        kill(ctx->rt->master_pid, SIGTERM);
+}
 void sl_ctx_count_failed(sl_ctx_t *ctx, uint64_t n) { ctx->failed += n; }
 
 static uint64_t sl__ctx_publish_stats(sl_ctx_t *ctx)
