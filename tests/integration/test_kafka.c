@@ -297,8 +297,7 @@ static void test_permanent_error_goes_to_dead_letter(void **state)
                  "pipeline: { name: kdl }\n"
                  "sources: [ { name: fleet, type: generator, count: 5000, devices: 10 } ]\n"
                  "sinks:\n"
-                 "  - { name: out, type: kafka, from: fleet, brokers: '%s', topic: telemetry, dead_letter: dl,\n"
-                 "      idempotence: false }\n"
+                 "  - { name: out, type: kafka, from: fleet, brokers: '%s', topic: telemetry, dead_letter: dl }\n"
                  "  - { name: dl, type: file, dir: '%s', path: 'dead.ndjson', sync: none }\n",
                  ks->bootstrap, dl);
     sl_th_start(&ks->th, "run", NULL);
