@@ -372,7 +372,7 @@ int sl_cli_gen(int argc, char **argv)
 /* ---- sluice replay ----------------------------------------------------------------------------------- */
 
 typedef struct sl_replayopt_s {
-    const char *file, *config, *speed, *loops, *start_record, *start_time, *count, *key_level, *key_from;
+    const char *file, *config, *mqtt, *speed, *loops, *start_record, *start_time, *count, *key_level, *key_from;
 } sl_replayopt_t;
 
 static const char *sl__param_of(const sl_conf_node_t *nd, const char *key)
@@ -451,6 +451,7 @@ static void sl__replay_usage(FILE *to)
     fprintf(to, "usage: sluice replay FILE -c CONFIG [options]\n"
                 "  FILE                    sluice capture, NDJSON or mosquitto_sub -v output; gzip or not\n"
                 "  -c, --config CONFIG     the pipeline; each of its sources replays FILE instead\n"
+                "      --mqtt URL          or: publish FILE to a broker (tcp://HOST:PORT, MQTT 5)\n"
                 "  -s, --speed S           1 = recorded pace (default), N = N times faster, 0 or max = as fast\n"
                 "                          as demand allows\n"
                 "  -l, --loop[=N]          replay N times (without N: until stopped)\n"
@@ -465,6 +466,7 @@ static int sl__replay_parse(int argc, char **argv, sl_replayopt_t *o)
 {
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'}, {"speed", required_argument, NULL, 's'},
+        {"mqtt", required_argument, NULL, 'M'},
         {"loop", optional_argument, NULL, 'l'},   {"start", required_argument, NULL, 'S'},
         {"count", required_argument, NULL, 'n'},  {"key-level", required_argument, NULL, 'K'},
         {"key-from", required_argument, NULL, 'F'}, {"verbose", no_argument, NULL, 'v'},
@@ -476,6 +478,7 @@ static int sl__replay_parse(int argc, char **argv, sl_replayopt_t *o)
     while ((c = getopt_long(argc, argv, "c:s:l::n:vqh", opts, NULL)) != -1) {
         switch (c) {
         case 'c': o->config = optarg; break;
+        case 'M': o->mqtt = optarg; break;
         case 's': o->speed = strcmp(optarg, "max") == 0 ? "0" : optarg; break;
         case 'l': o->loops = optarg ? optarg : "0"; break;
         case 'S': *(strspn(optarg, "0123456789_") == strlen(optarg) ? &o->start_record : &o->start_time) = optarg; break;
@@ -488,8 +491,9 @@ static int sl__replay_parse(int argc, char **argv, sl_replayopt_t *o)
         default: sl__replay_usage(stderr); return SL_EINVAL;
         }
     }
-    if (optind + 1 != argc || o->config == NULL) {
-        fprintf(stderr, "sluice replay: %s\n", o->config == NULL ? "missing -c CONFIG" : "expected one capture FILE");
+    if (optind + 1 != argc || (o->config == NULL) == (o->mqtt == NULL)) {
+        fprintf(stderr, "sluice replay: %s\n",
+                optind + 1 != argc ? "expected one capture FILE" : "give one of -c CONFIG and --mqtt URL");
         return SL_EINVAL;
     }
     o->file = argv[optind];
@@ -517,6 +521,75 @@ static int sl__replay_probe(const char *file)
     return 0;
 }
 
+/* Publishes the capture to a broker at the asked speed, loops, start and count (like the replay source,
+ * with one publisher). Returns the exit code. */
+static int sl__replay_publish(const sl_replayopt_t *o)
+{
+    double speed = 1;
+    uint64_t loops = 1, start = 0, start_ns = 0, count = 0, sent = 0, first = 0, done = 0, failed = 0;
+    if (o->speed)
+        (void)sl__parse_double(o->speed, &speed);
+    if (o->loops)
+        (void)sl__parse_count(o->loops, &loops);
+    if (o->start_record)
+        (void)sl__parse_count(o->start_record, &start);
+    if (o->start_time)
+        (void)sl__parse_duration(o->start_time, &start_ns);
+    if (o->count)
+        (void)sl__parse_count(o->count, &count);
+    sl_cap_reader_t *rd;
+    sl_cap_pub_t *pub;
+    if (sl_cap_reader_open(o->file, &rd) != 0)
+        return SL_EXIT_FATAL;
+    if (sl_cap_pub_open(o->mqtt, NULL, &pub) != 0) {
+        fprintf(stderr, "sluice replay: cannot connect to %s\n", o->mqtt);
+        sl_cap_reader_destroy(rd);
+        return SL_EXIT_FATAL;
+    }
+    int rc = 0;
+    for (uint64_t pass = 0; rc == 0 && (loops == 0 || pass < loops) && !(count && sent >= count); pass++) {
+        uint64_t anchor = 0, anchor_ts = 0, before = sent;
+        sl_cap_rec_t r;
+        int n;
+        if (pass > 0 && sl_cap_reader_rewind(rd) != 0)
+            break;
+        while (rc == 0 && !(count && sent >= count) && (n = sl_cap_reader_next(rd, &r)) != SL_EOF) {
+            if (n != 0) {
+                if (n == SL_EBADMSG)
+                    sl_log(SL_LOG_WARN, "replay", 0, "%s: corrupt record %llu at byte %llu: %s; skipped", o->file,
+                           (unsigned long long)sl_cap_reader_info(rd)->err_index,
+                           (unsigned long long)sl_cap_reader_info(rd)->err_offset, sl_cap_reader_info(rd)->err);
+                if (n == SL_EBADMSG)
+                    continue;
+                rc = n;
+                break;
+            }
+            first = first ? first : r.ts_ns;
+            if (r.index < start || (start_ns && r.ts_ns < first + start_ns))
+                continue;
+            if (speed > 0 && r.ts_ns) {
+                if (anchor == 0)
+                    anchor = sl_now_ns(), anchor_ts = r.ts_ns;
+                uint64_t due = anchor + (r.ts_ns > anchor_ts ? (uint64_t)((double)(r.ts_ns - anchor_ts) / speed) : 0);
+                uint64_t now = sl_now_ns();
+                if (due > now) {
+                    struct timespec ts = {(time_t)((due - now) / SL_NS_PER_S), (long)((due - now) % SL_NS_PER_S)};
+                    nanosleep(&ts, NULL); /* pacing to the recorded timeline */
+                }
+            }
+            rc = sl_cap_pub_put(pub, &r, -1);
+            sent++;
+        }
+        if (sent == before)
+            break; /* nothing in a whole pass: do not spin */
+    }
+    int crc = sl_cap_pub_close(pub, &done, &failed);
+    printf("sluice replay: published %llu messages from %s to %s (%llu confirmed, %llu failed)\n",
+           (unsigned long long)sent, o->file, o->mqtt, (unsigned long long)done, (unsigned long long)failed);
+    sl_cap_reader_destroy(rd);
+    return rc == 0 && crc == 0 && failed == 0 ? 0 : 1;
+}
+
 int sl_cli_replay(int argc, char **argv)
 {
     sl_replayopt_t o;
@@ -525,6 +598,8 @@ int sl_cli_replay(int argc, char **argv)
         return rc > 0 ? 0 : SL_EXIT_FATAL;
     if (sl__replay_probe(o.file) != 0)
         return SL_EXIT_FATAL;
+    if (o.mqtt != NULL)
+        return sl__replay_publish(&o);
     sl_diags_t diags = {0};
     sl_config_t *cfg = NULL;
     if (sl_config_load(o.config, &cfg, &diags) != 0) {

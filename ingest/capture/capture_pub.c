@@ -130,17 +130,23 @@ int sl_cap_pub_put(sl_cap_pub_t *p, const sl_cap_rec_t *rec, int qos)
     p->sent++;
     pthread_mutex_unlock(&p->mu);
     int rc;
-    /* Paho frees an in-flight slot a little after it reports the confirmation: try again briefly. */
-    for (int tries = 0; (rc = MQTTAsync_sendMessage(p->cli, topic, &msg, &ro)) == MQTTASYNC_MAX_MESSAGES_INFLIGHT ||
-                        rc == MQTTASYNC_MAX_BUFFERED_MESSAGES || rc == MQTTASYNC_MAX_BUFFERED;
-         tries++) {
-        if (tries == 10000)
+    uint64_t deadline = sl_wall_ns() + 30 * SL_NS_PER_S;
+    /* Paho refuses past the broker's receive maximum (mosquitto: 20 by default) instead of queueing:
+     * that is backpressure, wait for the next confirmation and try again. */
+    while ((rc = MQTTAsync_sendMessage(p->cli, topic, &msg, &ro)) == MQTTASYNC_MAX_MESSAGES_INFLIGHT ||
+           rc == MQTTASYNC_MAX_BUFFERED_MESSAGES || rc == MQTTASYNC_MAX_BUFFERED) {
+        if (sl_wall_ns() >= deadline)
             break;
-        struct timespec ts = {0, 100000};
-        nanosleep(&ts, NULL);
+        pthread_mutex_lock(&p->mu);
+        uint64_t seen = p->done + p->failed, until = sl_wall_ns() + 10 * SL_NS_PER_MS;
+        struct timespec ts = {(time_t)(until / SL_NS_PER_S), (long)(until % SL_NS_PER_S)};
+        while (p->done + p->failed == seen && pthread_cond_timedwait(&p->cv, &p->mu, &ts) == 0)
+            ;
+        pthread_mutex_unlock(&p->mu);
     }
     MQTTProperties_free(&msg.properties);
     if (rc != MQTTASYNC_SUCCESS) {
+        sl_log(SL_LOG_ERROR, "mqtt", 0, "MQTTAsync_sendMessage(%s): %s", topic, MQTTAsync_strerror(rc));
         sl__pub_count(p, false);
         return SL_EIO;
     }
