@@ -90,9 +90,7 @@ int main(int argc, char **argv)
         case 'r': runs = atoi(optarg); break;
         case 'd': dir = optarg; break;
         case 'z': gzip = true; break;
-        default:
-            fprintf(stderr, "usage: bench_replay [-s SLUICE] [-n MESSAGES] [-r RUNS] [-d DIR] [-z]\n");
-            return 2;
+        default: fprintf(stderr, "usage: bench_replay [-s SLUICE] [-n MESSAGES] [-r RUNS] [-d DIR] [-z]\n"); return 2;
         }
     }
     if (runs < 1 || runs > 64 || n == 0)

@@ -27,10 +27,10 @@
 
 /* ---- sluice gen -------------------------------------------------------------------------------------- */
 
-#define SL_GEN_PROFILE_MAP(X)                                                                            \
-    X(SENSOR, "sensor")                                                                                  \
-    X(LORAWAN, "lorawan")                                                                                \
-    X(BINARY, "binary")                                                                                  \
+#define SL_GEN_PROFILE_MAP(X) \
+    X(SENSOR, "sensor")       \
+    X(LORAWAN, "lorawan")     \
+    X(BINARY, "binary")       \
     X(MIXED, "mixed")
 
 typedef enum sl_gen_profile_e {
@@ -96,17 +96,18 @@ static int sl__gen_lorawan(sl_genrun_t *g, uint64_t dev, uint64_t seq, uint64_t 
                      "\"dev_addr\":\"260B%04X\"},\"received_at\":\"%s\",\"uplink_message\":{\"f_port\":2,"
                      "\"f_cnt\":%llu,\"frm_payload\":\"AQIDBAUGBwgJCgsM\",\"decoded_payload\":{\"temperature\":%.2f,"
                      "\"humidity\":%.1f,\"battery\":%.2f,\"motion\":%s},\"rx_metadata\":[",
-                     (unsigned long long)seq, (unsigned long long)dev, (unsigned long long)dev, (unsigned)(dev & 0xFFFF),
-                     at, (unsigned long long)seq, 15 + 15 * sl__rand01(g), 20 + 60 * sl__rand01(g),
-                     3.3 + 0.9 * sl__rand01(g), sl__rand(g) & 1 ? "true" : "false");
+                     (unsigned long long)seq, (unsigned long long)dev, (unsigned long long)dev,
+                     (unsigned)(dev & 0xFFFF), at, (unsigned long long)seq, 15 + 15 * sl__rand01(g),
+                     20 + 60 * sl__rand01(g), 3.3 + 0.9 * sl__rand01(g), sl__rand(g) & 1 ? "true" : "false");
     for (int gw = 0; gw < 2; gw++)
-        n += snprintf(g->payload + n, sizeof g->payload - (size_t)n,
-                      "%s{\"gateway_ids\":{\"gateway_id\":\"gw-%02d\",\"eui\":\"B827EBFFFE%06X\"},\"time\":\"%s\","
-                      "\"timestamp\":%u,\"rssi\":%d,\"channel_rssi\":%d,\"snr\":%.1f,\"location\":{\"latitude\":52.%04u,"
-                      "\"longitude\":4.%04u,\"altitude\":%d,\"source\":\"SOURCE_REGISTRY\"},\"channel_index\":%d}",
-                      gw ? "," : "", gw, (unsigned)(sl__rand(g) & 0xFFFFFF), at, (unsigned)(sl__rand(g) >> 32),
-                      -60 - gw * 20, -60 - gw * 20, 9.5 - 4 * gw, (unsigned)(sl__rand(g) % 10000),
-                      (unsigned)(sl__rand(g) % 10000), 3 + gw, (int)(sl__rand(g) % 8));
+        n +=
+            snprintf(g->payload + n, sizeof g->payload - (size_t)n,
+                     "%s{\"gateway_ids\":{\"gateway_id\":\"gw-%02d\",\"eui\":\"B827EBFFFE%06X\"},\"time\":\"%s\","
+                     "\"timestamp\":%u,\"rssi\":%d,\"channel_rssi\":%d,\"snr\":%.1f,\"location\":{\"latitude\":52.%04u,"
+                     "\"longitude\":4.%04u,\"altitude\":%d,\"source\":\"SOURCE_REGISTRY\"},\"channel_index\":%d}",
+                     gw ? "," : "", gw, (unsigned)(sl__rand(g) & 0xFFFFFF), at, (unsigned)(sl__rand(g) >> 32),
+                     -60 - gw * 20, -60 - gw * 20, 9.5 - 4 * gw, (unsigned)(sl__rand(g) % 10000),
+                     (unsigned)(sl__rand(g) % 10000), 3 + gw, (int)(sl__rand(g) % 8));
     n += snprintf(g->payload + n, sizeof g->payload - (size_t)n,
                   "],\"settings\":{\"data_rate\":{\"lora\":{\"bandwidth\":125000,\"spreading_factor\":%d,"
                   "\"coding_rate\":\"4/5\"}},\"frequency\":\"868%d00000\"},\"consumed_airtime\":\"0.061696s\","
@@ -134,13 +135,14 @@ static int sl__gen_binary(sl_genrun_t *g, uint64_t dev, uint64_t seq, uint64_t t
 static int sl__gen_break(sl_genrun_t *g, int n)
 {
     switch (sl__rand(g) % 3) {
-    case 0: return n - 1 - (int)(sl__rand(g) % 8); /* truncated: the closing brace is gone */
-    case 1: g->payload[n - 3] = (char)0xFF; return n;  /* invalid UTF-8 inside the last string or number */
+    case 0: return n - 1 - (int)(sl__rand(g) % 8);          /* truncated: the closing brace is gone */
+    case 1: g->payload[n - 3] = (char)0xFF; return n;       /* invalid UTF-8 inside the last string or number */
     default: memcpy(g->payload + n, "}}", 2); return n + 2; /* trailing garbage */
     }
 }
 
-static int sl__gen_payload(sl_genrun_t *g, const sl_genopt_t *o, uint64_t dev, uint64_t seq, uint64_t ts, uint8_t *flags)
+static int sl__gen_payload(sl_genrun_t *g, const sl_genopt_t *o, uint64_t dev, uint64_t seq, uint64_t ts,
+                           uint8_t *flags)
 {
     sl_gen_profile_t p = o->profile;
     if (p == SL_GEN_MIXED) {
@@ -249,8 +251,13 @@ static int sl__gen_write(const sl_genopt_t *o, sl_genrun_t *g)
         snprintf(topic, sizeof topic, "fleet/dev-%07llu/telemetry", (unsigned long long)dev);
         size_t pl = 0;
         (void)sl_cap_attr_put(props, sizeof props, &pl, "device_id", 9, topic + 6, 11);
-        sl_cap_rec_t r = {.ts_ns = ts, .qos = (uint8_t)o->qos, .topic = topic, .topic_len = 27,
-                          .props = props, .props_len = (uint32_t)pl, .payload = (const uint8_t *)g->payload};
+        sl_cap_rec_t r = {.ts_ns = ts,
+                          .qos = (uint8_t)o->qos,
+                          .topic = topic,
+                          .topic_len = 27,
+                          .props = props,
+                          .props_len = (uint32_t)pl,
+                          .payload = (const uint8_t *)g->payload};
         r.payload_len = (uint32_t)sl__gen_payload(g, o, dev, seq, ts, &r.flags);
         rc = sl__gen_put(&out, &r);
         if (tty && (i & 1023) == 0 && sl_now_ns() >= next_progress) {
@@ -290,16 +297,23 @@ static void sl__gen_usage(FILE *to)
 
 static int sl__gen_parse(int argc, char **argv, sl_genopt_t *o)
 {
-    static const struct option opts[] = {
-        {"output", required_argument, NULL, 'o'},   {"devices", required_argument, NULL, 'd'},
-        {"count", required_argument, NULL, 'n'},    {"duration", required_argument, NULL, 't'},
-        {"rate", required_argument, NULL, 'r'},     {"profile", required_argument, NULL, 'p'},
-        {"malformed", required_argument, NULL, 'm'}, {"burst", required_argument, NULL, 'B'},
-        {"burst-every", required_argument, NULL, 'E'}, {"gzip", optional_argument, NULL, 'z'},
-        {"qos", required_argument, NULL, 'Q'},      {"seed", required_argument, NULL, 'S'},
-        {"mqtt", required_argument, NULL, 'M'},
-        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
-    *o = (sl_genopt_t){.devices = 1000, .count = 100000, .rate = 1000, .burst_every_ns = 10 * SL_NS_PER_S, .seed = 1, .qos = 1};
+    static const struct option opts[] = {{"output", required_argument, NULL, 'o'},
+                                         {"devices", required_argument, NULL, 'd'},
+                                         {"count", required_argument, NULL, 'n'},
+                                         {"duration", required_argument, NULL, 't'},
+                                         {"rate", required_argument, NULL, 'r'},
+                                         {"profile", required_argument, NULL, 'p'},
+                                         {"malformed", required_argument, NULL, 'm'},
+                                         {"burst", required_argument, NULL, 'B'},
+                                         {"burst-every", required_argument, NULL, 'E'},
+                                         {"gzip", optional_argument, NULL, 'z'},
+                                         {"qos", required_argument, NULL, 'Q'},
+                                         {"seed", required_argument, NULL, 'S'},
+                                         {"mqtt", required_argument, NULL, 'M'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    *o = (sl_genopt_t){
+        .devices = 1000, .count = 100000, .rate = 1000, .burst_every_ns = 10 * SL_NS_PER_S, .seed = 1, .qos = 1};
     bool count_set = false;
     int c, bad = 0;
     optind = 1;
@@ -311,7 +325,9 @@ static int sl__gen_parse(int argc, char **argv, sl_genopt_t *o)
         case 'n': bad |= sl__parse_count(optarg, &o->count) != 0, count_set = true; break;
         case 't': bad |= sl__parse_duration(optarg, &o->duration_ns) != 0; break;
         case 'r': bad |= sl__parse_double(optarg, &o->rate) != 0 || !(o->rate >= 0); break;
-        case 'm': bad |= sl__parse_double(optarg, &o->malformed) != 0 || !(o->malformed >= 0 && o->malformed <= 1); break;
+        case 'm':
+            bad |= sl__parse_double(optarg, &o->malformed) != 0 || !(o->malformed >= 0 && o->malformed <= 1);
+            break;
         case 'B': bad |= sl__parse_count(optarg, &o->burst) != 0; break;
         case 'E': bad |= sl__parse_duration(optarg, &o->burst_every_ns) != 0 || o->burst_every_ns == 0; break;
         case 'z': o->gzip = optarg ? atoi(optarg) : 6, bad |= o->gzip < 1 || o->gzip > 9; break;
@@ -332,7 +348,8 @@ static int sl__gen_parse(int argc, char **argv, sl_genopt_t *o)
         }
     }
     if ((o->out == NULL) == (o->mqtt == NULL) || optind != argc) {
-        fprintf(stderr, "sluice gen: %s\n", optind != argc ? "unexpected argument" : "give one of -o FILE and --mqtt URL");
+        fprintf(stderr, "sluice gen: %s\n",
+                optind != argc ? "unexpected argument" : "give one of -o FILE and --mqtt URL");
         return SL_EINVAL;
     }
     if (o->duration_ns && !count_set) {
@@ -359,9 +376,10 @@ int sl_cli_gen(int argc, char **argv)
     if (sl__gen_write(&o, &g) != 0)
         return 1;
     if (o.mqtt)
-        printf("sluice gen: published %llu messages (%llu malformed, %llu confirmed) for %llu devices to %s in %.2f s\n",
-               (unsigned long long)o.count, (unsigned long long)g.malformed, (unsigned long long)g.confirmed,
-               (unsigned long long)o.devices, o.mqtt, (double)(sl_now_ns() - t0) / 1e9);
+        printf(
+            "sluice gen: published %llu messages (%llu malformed, %llu confirmed) for %llu devices to %s in %.2f s\n",
+            (unsigned long long)o.count, (unsigned long long)g.malformed, (unsigned long long)g.confirmed,
+            (unsigned long long)o.devices, o.mqtt, (double)(sl_now_ns() - t0) / 1e9);
     else
         printf("sluice gen: wrote %llu records (%llu malformed, %llu bytes%s) for %llu devices to %s in %.2f s\n",
                (unsigned long long)o.count, (unsigned long long)g.malformed, (unsigned long long)g.bytes,
@@ -402,7 +420,7 @@ static int sl__replay_node(sl_conf_node_t *nd, const sl_replayopt_t *o, bool pro
         if (strcmp(key->section, "sources.replay") != 0)
             continue;
         const char *v = key->def ? key->def : "";
-#define SL__SET(name, val) \
+#define SL__SET(name, val)                            \
     if (strcmp(key->key, name) == 0 && (val) != NULL) \
         v = (val);
         SL__SET("file", o->file)
@@ -416,7 +434,8 @@ static int sl__replay_node(sl_conf_node_t *nd, const sl_replayopt_t *o, bool pro
         SL__SET("key_from", o->key_from ? o->key_from : sl__param_of(nd, "key_from"))
         SL__SET("progress", progress ? "true" : NULL)
 #undef SL__SET
-        p[k++] = (sl_conf_param_t){.key = key->key, .value = v, .line = nd->line, .col = nd->col, .kind = (int)key->kind};
+        p[k++] =
+            (sl_conf_param_t){.key = key->key, .value = v, .line = nd->line, .col = nd->col, .kind = (int)key->kind};
     }
     nd->type = "replay";
     nd->params = p;
@@ -464,14 +483,18 @@ static void sl__replay_usage(FILE *to)
 
 static int sl__replay_parse(int argc, char **argv, sl_replayopt_t *o)
 {
-    static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'}, {"speed", required_argument, NULL, 's'},
-        {"mqtt", required_argument, NULL, 'M'},
-        {"loop", optional_argument, NULL, 'l'},   {"start", required_argument, NULL, 'S'},
-        {"count", required_argument, NULL, 'n'},  {"key-level", required_argument, NULL, 'K'},
-        {"key-from", required_argument, NULL, 'F'}, {"verbose", no_argument, NULL, 'v'},
-        {"quiet", no_argument, NULL, 'q'},        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"speed", required_argument, NULL, 's'},
+                                         {"mqtt", required_argument, NULL, 'M'},
+                                         {"loop", optional_argument, NULL, 'l'},
+                                         {"start", required_argument, NULL, 'S'},
+                                         {"count", required_argument, NULL, 'n'},
+                                         {"key-level", required_argument, NULL, 'K'},
+                                         {"key-from", required_argument, NULL, 'F'},
+                                         {"verbose", no_argument, NULL, 'v'},
+                                         {"quiet", no_argument, NULL, 'q'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     int c;
     optind = 1;
     memset(o, 0, sizeof *o);
@@ -481,7 +504,9 @@ static int sl__replay_parse(int argc, char **argv, sl_replayopt_t *o)
         case 'M': o->mqtt = optarg; break;
         case 's': o->speed = strcmp(optarg, "max") == 0 ? "0" : optarg; break;
         case 'l': o->loops = optarg ? optarg : "0"; break;
-        case 'S': *(strspn(optarg, "0123456789_") == strlen(optarg) ? &o->start_record : &o->start_time) = optarg; break;
+        case 'S':
+            *(strspn(optarg, "0123456789_") == strlen(optarg) ? &o->start_record : &o->start_time) = optarg;
+            break;
         case 'n': o->count = optarg; break;
         case 'K': o->key_level = optarg; break;
         case 'F': o->key_from = optarg; break;
@@ -515,8 +540,8 @@ static int sl__replay_probe(const char *file)
         return rc;
     }
     const sl_cap_info_t *in = sl_cap_reader_info(rd);
-    sl_log(SL_LOG_INFO, "master", 0, "capture %s: %s%s%s%s", file, sl_cap_format_name(in->format), in->gzip ? ", gzip" : "",
-           in->desc[0] ? ", " : "", in->desc);
+    sl_log(SL_LOG_INFO, "master", 0, "capture %s: %s%s%s%s", file, sl_cap_format_name(in->format),
+           in->gzip ? ", gzip" : "", in->desc[0] ? ", " : "", in->desc);
     sl_cap_reader_destroy(rd);
     return 0;
 }
@@ -675,13 +700,17 @@ static sl_conf_param_t *sl__record_params(const sl_recordopt_t *o, const char *d
 
 static int sl__record_parse(int argc, char **argv, sl_recordopt_t *o)
 {
-    static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'}, {"output", required_argument, NULL, 'o'},
-        {"source", required_argument, NULL, 's'}, {"count", required_argument, NULL, 'n'},
-        {"duration", required_argument, NULL, 't'}, {"size", required_argument, NULL, 'S'},
-        {"gzip", optional_argument, NULL, 'z'},   {"verbose", no_argument, NULL, 'v'},
-        {"quiet", no_argument, NULL, 'q'},        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"output", required_argument, NULL, 'o'},
+                                         {"source", required_argument, NULL, 's'},
+                                         {"count", required_argument, NULL, 'n'},
+                                         {"duration", required_argument, NULL, 't'},
+                                         {"size", required_argument, NULL, 'S'},
+                                         {"gzip", optional_argument, NULL, 'z'},
+                                         {"verbose", no_argument, NULL, 'v'},
+                                         {"quiet", no_argument, NULL, 'q'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     int c;
     uint64_t u;
     optind = 1;
@@ -705,12 +734,13 @@ static int sl__record_parse(int argc, char **argv, sl_recordopt_t *o)
         default: return SL_EINVAL;
         }
     }
-    const char *why = o->config == NULL || o->out == NULL || optind != argc ? "usage: sluice record -c CONFIG -o FILE [...]"
-                      : o->count && sl__parse_count(o->count, &u) != 0       ? "--count wants a count"
-                      : o->duration && sl__parse_duration(o->duration, &u) != 0 ? "--duration wants a duration (30s, 5m)"
-                      : o->size && sl__parse_size(o->size, &u) != 0           ? "--size wants a size (100MiB)"
-                      : o->gzip && (atoi(o->gzip) < 1 || atoi(o->gzip) > 9)   ? "--gzip wants a level from 1 to 9"
-                                                                              : NULL;
+    const char *why =
+        o->config == NULL || o->out == NULL || optind != argc     ? "usage: sluice record -c CONFIG -o FILE [...]"
+        : o->count && sl__parse_count(o->count, &u) != 0          ? "--count wants a count"
+        : o->duration && sl__parse_duration(o->duration, &u) != 0 ? "--duration wants a duration (30s, 5m)"
+        : o->size && sl__parse_size(o->size, &u) != 0             ? "--size wants a size (100MiB)"
+        : o->gzip && (atoi(o->gzip) < 1 || atoi(o->gzip) > 9)     ? "--gzip wants a level from 1 to 9"
+                                                                  : NULL;
     if (why != NULL) {
         fprintf(stderr, "sluice record: %s\n", why);
         return SL_EINVAL;
@@ -735,9 +765,17 @@ static int sl__record_run(sl_config_t *cfg, const sl_recordopt_t *o)
     const char *from[1] = {cfg->nodes[at].name};
     sl_conf_node_t nodes[2] = {cfg->nodes[at]};
     nodes[0].dead_letter = NULL;
-    nodes[1] = (sl_conf_node_t){.name = "record", .type = "capture", .role = SL_ROLE_SINK, .from = from, .n_from = 1,
-                                .concurrency = 1, .max_demand = cfg->max_demand, .min_demand = cfg->min_demand,
-                                .dispatcher = SL_DISP_DEMAND, .capacity = cfg->capacity, .sup = cfg->sup};
+    nodes[1] = (sl_conf_node_t){.name = "record",
+                                .type = "capture",
+                                .role = SL_ROLE_SINK,
+                                .from = from,
+                                .n_from = 1,
+                                .concurrency = 1,
+                                .max_demand = cfg->max_demand,
+                                .min_demand = cfg->min_demand,
+                                .dispatcher = SL_DISP_DEMAND,
+                                .capacity = cfg->capacity,
+                                .sup = cfg->sup};
     nodes[1].params = sl__record_params(o, desc, &nodes[1].n_params);
     if (nodes[1].params == NULL)
         return SL_EXIT_FATAL;

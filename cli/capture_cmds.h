@@ -1,6 +1,6 @@
 /*
- * `sluice gen`, `sluice replay` and `sluice record` (cli/capture_cmds.c). Each takes argv with argv[0] the command name and
- * returns the process exit code: 0 done, 1 failed, 2 usage or "cannot start" (SL_EXIT_FATAL).
+ * `sluice gen`, `sluice replay` and `sluice record` (cli/capture_cmds.c). Each takes argv with argv[0] the command name
+ * and returns the process exit code: 0 done, 1 failed, 2 usage or "cannot start" (SL_EXIT_FATAL).
  */
 #ifndef SL_CLI_CAPTURE_CMDS_H
 #define SL_CLI_CAPTURE_CMDS_H

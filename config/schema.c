@@ -176,7 +176,7 @@ static const sl__key_t sl__keys[] = {
      "How long one connection attempt may take."},
 
     {"sources.replay", "file", SL_PARAM_STRING, NULL, NULL, NULL, NULL, NULL, sl__check_nonempty, "non-empty",
-     SL__KEY_REQUIRED, "Capture to replay: sluice capture, NDJSON or `mosquitto_sub -v` lines, gzip or not (detected)."},
+     SL__KEY_REQUIRED, "Capture to replay: sluice capture, NDJSON or `mosquitto_sub -v` lines; gzip is detected."},
     {"sources.replay", "speed", SL_PARAM_DOUBLE, "1", NULL, "0", "1e6", NULL, SL__NOCHECK, 0,
      "1 = at the recorded pace, N = N times faster, 0 = as fast as demand allows."},
     {"sources.replay", "loops", SL_PARAM_COUNT, "1", NULL, NULL, NULL, NULL, SL__NOCHECK, 0,

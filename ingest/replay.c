@@ -105,8 +105,8 @@ static int sl__replay_init(sl_ctx_t *ctx, void **state)
     r->emitted = r->skip = sl_ctx_published(ctx);
     r->started_ns = sl_now_ns();
     sl_log(SL_LOG_INFO, r->who, 0, "replaying %s (%s%s%s%s), speed %g%s, %s", r->path, sl_cap_format_name(in->format),
-           in->gzip ? ", gzip" : "", in->desc[0] ? ": " : "", in->desc, r->speed, r->speed > 0 ? "x recorded" : " (as fast as demand allows)",
-           r->skip ? "resuming" : "from the start");
+           in->gzip ? ", gzip" : "", in->desc[0] ? ": " : "", in->desc, r->speed,
+           r->speed > 0 ? "x recorded" : " (as fast as demand allows)", r->skip ? "resuming" : "from the start");
     if (r->skip)
         sl_log(SL_LOG_INFO, r->who, 0, "resuming after the %llu records already emitted", (unsigned long long)r->skip);
     *state = r;
@@ -226,8 +226,7 @@ static int sl__replay_take(sl_ctx_t *ctx, sl_replay_t *r)
             return rc;
         if (r->first_ts == 0)
             r->first_ts = r->rec.ts_ns;
-        if (r->rec.index < r->start_record ||
-            (r->start_time_ns && r->rec.ts_ns < r->first_ts + r->start_time_ns))
+        if (r->rec.index < r->start_record || (r->start_time_ns && r->rec.ts_ns < r->first_ts + r->start_time_ns))
             continue;
         sl__replay_key(r, &r->rec);
         if (sl__replay_attrs(r, &r->rec) != 0)
@@ -259,8 +258,8 @@ static void sl__replay_progress(sl_replay_t *r, uint64_t now, bool last)
     }
     char line[160];
     int n = snprintf(line, sizeof line, "\r%s: %llu events, %.0f/s, %.0f%% of the file%s%s", r->who,
-                     (unsigned long long)r->emitted, rate, total ? 100.0 * (double)SL_MIN(done, total) / (double)total : 0.0,
-                     eta, last ? "\n" : "   ");
+                     (unsigned long long)r->emitted, rate,
+                     total ? 100.0 * (double)SL_MIN(done, total) / (double)total : 0.0, eta, last ? "\n" : "   ");
     if (write(2, line, (size_t)SL_MIN(n, (int)sizeof line - 1)) < 0)
         r->progress = false;
 }
@@ -329,7 +328,8 @@ static void sl__replay_terminate(sl_ctx_t *ctx, void *state, int reason)
         return;
     const sl_cap_info_t *in = sl_cap_reader_info(r->rd);
     sl__replay_progress(r, sl_now_ns(), true);
-    sl_log(SL_LOG_INFO, r->who, 0, "replayed %llu events from %s in %llu pass%s; %llu corrupt records (%llu bytes skipped)",
+    sl_log(SL_LOG_INFO, r->who, 0,
+           "replayed %llu events from %s in %llu pass%s; %llu corrupt records (%llu bytes skipped)",
            (unsigned long long)r->emitted, r->path, (unsigned long long)r->pass, r->pass == 1 ? "" : "es",
            (unsigned long long)in->corrupt, (unsigned long long)in->skipped_bytes);
     sl_cap_reader_destroy(r->rd);

@@ -19,7 +19,7 @@
 
 static const uint8_t sl__cap_marker[4] = {0xD2, 0xE1, 0xC3, 0x5A};
 
-#define SL__CAP_HDR_FIXED 30u /* magic 8, version 2, flags 2, header_len 4, created 8, desc_len 2, crc 4 */
+#define SL__CAP_HDR_FIXED 30u  /* magic 8, version 2, flags 2, header_len 4, created 8, desc_len 2, crc 4 */
 #define SL__CAP_BODY_FIXED 20u /* ts 8, qos 1, flags 1, topic_len 2, props_len 4, payload_len 4 */
 #define SL__CAP_REC_MIN (4u + 4u + SL__CAP_BODY_FIXED + 4u)
 
@@ -35,7 +35,10 @@ const char *sl_cap_format_name(sl_cap_format_t f)
 }
 
 static uint16_t sl__ld16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
-static uint32_t sl__ld32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
+static uint32_t sl__ld32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
 static uint64_t sl__ld64(const uint8_t *p) { return sl__ld32(p) | (uint64_t)sl__ld32(p + 4) << 32; }
 static void sl__st16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v, p[1] = (uint8_t)(v >> 8); }
 static void sl__st32(uint8_t *p, uint32_t v) { sl__st16(p, (uint16_t)v), sl__st16(p + 2, (uint16_t)(v >> 16)); }

@@ -35,9 +35,9 @@
 #define SL_CAP_F_BINARY 0x02u /* the payload is not text (sluice emits it with SL_REC_BINARY) */
 
 /* X(name, text) */
-#define SL_CAP_FORMAT_MAP(X)                                                                             \
-    X(CAPTURE, "capture")                                                                                \
-    X(NDJSON, "ndjson")                                                                                  \
+#define SL_CAP_FORMAT_MAP(X) \
+    X(CAPTURE, "capture")    \
+    X(NDJSON, "ndjson")      \
     X(MOSQUITTO, "mosquitto_sub -v")
 
 typedef enum sl_cap_format_e {
@@ -104,15 +104,15 @@ void sl_cap_reader_progress(const sl_cap_reader_t *rd, uint64_t *done, uint64_t 
 typedef struct sl_cap_writer_s sl_cap_writer_t;
 
 typedef struct sl_cap_wopts_s {
-    int gzip_level;   /* 0 = no compression, 1-9 gzip */
-    const char *desc; /* free-form description of the source (at most SL_CAP_MAX_DESC bytes), or NULL */
+    int gzip_level;      /* 0 = no compression, 1-9 gzip */
+    const char *desc;    /* free-form description of the source (at most SL_CAP_MAX_DESC bytes), or NULL */
     uint64_t created_ns; /* 0 = now */
     bool append;         /* add to an existing file (no second header when it has one; gzip: a new member) */
 } sl_cap_wopts_t;
 
 /*
- * Creates (truncates, or with append extends) path and writes the header. Returns 0 and *out, or a negative errno-style code.
- * The file is complete only after sl_cap_writer_close() returned 0.
+ * Creates (truncates, or with append extends) path and writes the header. Returns 0 and *out, or a negative errno-style
+ * code. The file is complete only after sl_cap_writer_close() returned 0.
  */
 int sl_cap_writer_open(const char *path, const sl_cap_wopts_t *o, sl_cap_writer_t **out);
 /* Appends one record (index and offset are ignored). Returns 0, SL_EMSGSIZE (too large) or SL_EIO. */

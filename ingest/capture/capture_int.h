@@ -13,7 +13,7 @@
 
 #include "ingest/capture/capture.h"
 
-#define SL__CAP_CHUNK (64u << 10) /* initial buffer and read size */
+#define SL__CAP_CHUNK (64u << 10)    /* initial buffer and read size */
 #define SL__CAP_MAX_LINE (64u << 20) /* longest NDJSON or mosquitto_sub line */
 
 struct sl_cap_reader_s {
@@ -21,12 +21,12 @@ struct sl_cap_reader_s {
     int fd;
     uint8_t *buf;
     size_t cap, pos, end;
-    uint64_t base; /* stream offset of buf[0] */
-    bool eof;      /* the input has nothing more */
-    uint64_t data_start;  /* stream offset of the first record */
-    uint64_t next_index;  /* index of the next record */
-    bool header_bad;      /* capture header corrupt: report once, then resynchronise */
-    uint8_t *scratch;     /* text formats: decoded topic, properties and payload */
+    uint64_t base;       /* stream offset of buf[0] */
+    bool eof;            /* the input has nothing more */
+    uint64_t data_start; /* stream offset of the first record */
+    uint64_t next_index; /* index of the next record */
+    bool header_bad;     /* capture header corrupt: report once, then resynchronise */
+    uint8_t *scratch;    /* text formats: decoded topic, properties and payload */
     size_t scratch_cap;
     uint64_t file_size;
     sl_cap_info_t info;

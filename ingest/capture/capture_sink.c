@@ -50,9 +50,8 @@ static int sl__capsink_init(sl_ctx_t *ctx, void **state)
     s->path = sl_conf_str(node, "file");
     s->count = (uint64_t)sl_conf_int(node, "count");
     s->size = sl_conf_size(node, "size");
-    sl_cap_wopts_t o = {.gzip_level = (int)sl_conf_int(node, "gzip_level"),
-                        .desc = sl_conf_str(node, "description"),
-                        .append = true};
+    sl_cap_wopts_t o = {
+        .gzip_level = (int)sl_conf_int(node, "gzip_level"), .desc = sl_conf_str(node, "description"), .append = true};
     int rc = sl_cap_writer_open(s->path, &o, &s->w);
     if (rc != 0) {
         sl_log(SL_LOG_ERROR, sl_ctx_name(ctx), rc, "cannot write capture %s", s->path);
@@ -115,8 +114,9 @@ static void sl__capsink_terminate(sl_ctx_t *ctx, void *state, int reason)
     int rc = sl_cap_writer_close(s->w);
     if (rc != 0)
         sl_log(SL_LOG_ERROR, sl_ctx_name(ctx), rc, "closing capture %s failed: it is incomplete", s->path);
-    sl_log(SL_LOG_INFO, sl_ctx_name(ctx), 0, "recorded %llu records, %llu bytes to %s; %llu after the limit not written",
-           (unsigned long long)s->written, (unsigned long long)bytes, s->path, (unsigned long long)s->after_limit);
+    sl_log(SL_LOG_INFO, sl_ctx_name(ctx), 0,
+           "recorded %llu records, %llu bytes to %s; %llu after the limit not written", (unsigned long long)s->written,
+           (unsigned long long)bytes, s->path, (unsigned long long)s->after_limit);
     free(s);
 }
 

@@ -127,7 +127,10 @@ static int sl__js_hex4(const uint8_t *p, uint32_t *v)
     *v = 0;
     for (int i = 0; i < 4; i++) {
         uint8_t c = p[i];
-        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
         if (d < 0)
             return -1;
         *v = *v << 4 | (uint32_t)d;
@@ -236,7 +239,8 @@ static int sl__js_skip(sl__js_t *js, int depth)
         }
     }
     const uint8_t *s = js->p;
-    while (js->p < js->end && (strchr("+-.eE", *js->p) || (*js->p >= '0' && *js->p <= '9') || (*js->p >= 'a' && *js->p <= 'z')))
+    while (js->p < js->end &&
+           (strchr("+-.eE", *js->p) || (*js->p >= '0' && *js->p <= '9') || (*js->p >= 'a' && *js->p <= 'z')))
         js->p++;
     size_t n = (size_t)(js->p - s);
     if ((n == 4 && (memcmp(s, "true", 4) == 0 || memcmp(s, "null", 4) == 0)) || (n == 5 && memcmp(s, "false", 5) == 0))
@@ -508,8 +512,8 @@ int sl__cap_parse_rfc3339(const char *s, size_t n, uint64_t *ns)
     int Y, M, D, h, m, sec;
     if (n < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') || s[13] != ':' ||
         s[16] != ':' || sl__digits(s, 4, &Y) || sl__digits(s + 5, 2, &M) || sl__digits(s + 8, 2, &D) ||
-        sl__digits(s + 11, 2, &h) || sl__digits(s + 14, 2, &m) || sl__digits(s + 17, 2, &sec) || Y < 1970 ||
-        M < 1 || M > 12 || D < 1 || D > 31 || h > 23 || m > 59 || sec > 60)
+        sl__digits(s + 11, 2, &h) || sl__digits(s + 14, 2, &m) || sl__digits(s + 17, 2, &sec) || Y < 1970 || M < 1 ||
+        M > 12 || D < 1 || D > 31 || h > 23 || m > 59 || sec > 60)
         return SL_EINVAL;
     size_t i = 19;
     uint64_t frac = 0, scale = SL_NS_PER_S;

@@ -150,11 +150,12 @@ static void test_malformed_fraction_counted(void **state)
     const char *opts[] = {"-n", "4000", "-d", "40", "-m", "0.05", "-p", "mixed", "--seed", "3", NULL};
     uint64_t bad = gen(th, "bad.cap", cap, sizeof cap, opts);
     assert_true(bad > 100 && bad < 300); /* about 5 % of the ~95 % JSON payloads */
-    sl_th_config(th, "pipeline: { name: malformed }\n"
-                     "sources: [ { name: fleet, type: replay, file: %s, speed: 0 } ]\n"
-                     "stages: [ { name: dec, type: decode, from: fleet } ]\n"
-                     "sinks: [ { name: out, type: null, from: dec } ]\n",
-                     cap);
+    sl_th_config(th,
+                 "pipeline: { name: malformed }\n"
+                 "sources: [ { name: fleet, type: replay, file: %s, speed: 0 } ]\n"
+                 "stages: [ { name: dec, type: decode, from: fleet } ]\n"
+                 "sinks: [ { name: out, type: null, from: dec } ]\n",
+                 cap);
     const char *args[] = {"run", "-c", th->cfg, NULL};
     assert_int_equal(run_args(th, args, 60000), 0);
     /* decode dead-letters every malformed payload and every binary one (the mixed profile's 5 %). */
@@ -229,11 +230,12 @@ static void test_recorded_timing_order(void **state)
     const char *opts[] = {"-n", "600", "-d", "7", "-r", "2000", "--burst", "50", "--burst-every", "100ms", NULL};
     gen(th, "t.cap", cap, sizeof cap, opts);
     snprintf(out, sizeof out, "%s/out", th->dir);
-    sl_th_config(th, "pipeline: { name: timing }\n"
-                     "sources: [ { name: fleet, type: generator } ]\n"
-                     "sinks: [ { name: out, type: file, from: fleet, dir: %s, path: all.ndjson, sync: none,\n"
-                     "           batch_timeout: 10ms } ]\n",
-                     out);
+    sl_th_config(th,
+                 "pipeline: { name: timing }\n"
+                 "sources: [ { name: fleet, type: generator } ]\n"
+                 "sinks: [ { name: out, type: file, from: fleet, dir: %s, path: all.ndjson, sync: none,\n"
+                 "           batch_timeout: 10ms } ]\n",
+                 out);
     const char *args[] = {"replay", cap, "-c", th->cfg, "--speed", "2", NULL};
     assert_int_equal(run_args(th, args, 60000), 0);
     /* Read both back: the same records in the same order, none emitted before its recorded time / 2. */
@@ -285,12 +287,13 @@ static void test_killed_replay_resumes(void **state)
     /* 1.5 s of recorded time at speed 1, so the kill lands mid-stream. */
     const char *opts[] = {"-n", "30000", "-d", "100", "-r", "20000", NULL};
     gen(th, "k.cap", cap, sizeof cap, opts);
-    sl_th_config(th, "pipeline: { name: resume }\n"
-                     "metrics: { summary_interval: 100ms }\n"
-                     "sources: [ { name: fleet, type: replay, file: %s, concurrency: 2, key_level: 1 } ]\n"
-                     "sinks: [ { name: out, type: null, from: fleet, concurrency: 2, dispatcher: partition,\n"
-                     "           partition_by: key, verify_sequence: true } ]\n",
-                     cap);
+    sl_th_config(th,
+                 "pipeline: { name: resume }\n"
+                 "metrics: { summary_interval: 100ms }\n"
+                 "sources: [ { name: fleet, type: replay, file: %s, concurrency: 2, key_level: 1 } ]\n"
+                 "sinks: [ { name: out, type: null, from: fleet, concurrency: 2, dispatcher: partition,\n"
+                 "           partition_by: key, verify_sequence: true } ]\n",
+                 cap);
     const char *args[] = {"run", "-c", th->cfg, "-v", NULL};
     start_args(th, args);
     double out = 0; /* wait until both instances have emitted, so the successor has something to skip */
@@ -322,8 +325,8 @@ static void test_text_samples(void **state)
                          "sinks: [ { name: out, type: null, from: fleet } ]\n");
         const char *args[] = {"replay", path, "-c", th->cfg, "--speed", "0", "--key-level", "1", NULL};
         assert_int_equal(run_args(th, args, 30000), 0);
-        snprintf(want, sizeof want, "replayed %llu events from %s in 1 pass; %llu corrupt", (unsigned long long)s[i].events,
-                 path, (unsigned long long)s[i].corrupt);
+        snprintf(want, sizeof want, "replayed %llu events from %s in 1 pass; %llu corrupt",
+                 (unsigned long long)s[i].events, path, (unsigned long long)s[i].corrupt);
         if (strstr(sl_th_log(th), want) == NULL)
             fail_msg("no \"%s\" in the log:\n%s", want, sl_th_log(th));
     }
@@ -362,10 +365,11 @@ static void test_unreadable_does_not_start(void **state)
     assert_int_equal(run_args(th, args, 30000), 2);
     assert_non_null(strstr(sl_th_log(th), "cannot read"));
     /* The same through a config: the worker cannot start, the pipeline stops with 1, no respawn loop. */
-    sl_th_config(th, "pipeline: { name: missing }\n"
-                     "sources: [ { name: fleet, type: replay, file: %s } ]\n"
-                     "sinks: [ { name: out, type: null, from: fleet } ]\n",
-                     path);
+    sl_th_config(th,
+                 "pipeline: { name: missing }\n"
+                 "sources: [ { name: fleet, type: replay, file: %s } ]\n"
+                 "sinks: [ { name: out, type: null, from: fleet } ]\n",
+                 path);
     const char *a2[] = {"run", "-c", th->cfg, NULL};
     assert_int_equal(run_args(th, a2, 30000), 1);
     assert_int_equal(sl_th_log_count(th, "cannot read capture"), 1);
@@ -417,21 +421,23 @@ static void test_record_from_mosquitto(void **state)
     pid_t mq = start_mosquitto(th, &port);
     char cap[300];
     snprintf(cap, sizeof cap, "%s/rec.cap.gz", th->dir);
-    sl_th_config(th, "pipeline: { name: rec }\n"
-                     "sources:\n"
-                     "  - { name: broker, type: mqtt, urls: \"tcp://127.0.0.1:%d\", topics: \"factory/#\", qos: 1,\n"
-                     "      topic_template: \"factory/{device_id}/telemetry\", key_from: device_id,\n"
-                     "      reconnect_min: 10ms, reconnect_max: 100ms }\n"
-                     "stages: [ { name: dec, type: decode, from: broker } ]\n"
-                     "sinks: [ { name: out, type: null, from: dec } ]\n",
-                     port);
+    sl_th_config(th,
+                 "pipeline: { name: rec }\n"
+                 "sources:\n"
+                 "  - { name: broker, type: mqtt, urls: \"tcp://127.0.0.1:%d\", topics: \"factory/#\", qos: 1,\n"
+                 "      topic_template: \"factory/{device_id}/telemetry\", key_from: device_id,\n"
+                 "      reconnect_min: 10ms, reconnect_max: 100ms }\n"
+                 "stages: [ { name: dec, type: decode, from: broker } ]\n"
+                 "sinks: [ { name: out, type: null, from: dec } ]\n",
+                 port);
     const char *args[] = {"record", "-c", th->cfg, "-o", cap, "--count", "50", "--gzip", NULL};
     start_args(th, args);
     bool up = sl_th_wait_log(th, "subscribed to 1 filter", 30000);
     /* 60 messages, 10 past the limit (acknowledged, not written). */
     char cmd[300];
-    snprintf(cmd, sizeof cmd, "for i in $(seq 0 59); do echo \"{\\\"seq\\\":$i}\"; done | "
-                              "mosquitto_pub -p %d -q 1 -t factory/dev-7/telemetry -l",
+    snprintf(cmd, sizeof cmd,
+             "for i in $(seq 0 59); do echo \"{\\\"seq\\\":$i}\"; done | "
+             "mosquitto_pub -p %d -q 1 -t factory/dev-7/telemetry -l",
              port);
     int pub = up ? system(cmd) : -1;
     bool ended = sl_th_wait(th, 30000);
@@ -471,11 +477,12 @@ static void test_gen_to_broker_recorded(void **state)
     char cap[300], url[64];
     snprintf(cap, sizeof cap, "%s/fleet.cap", th->dir);
     snprintf(url, sizeof url, "tcp://127.0.0.1:%d", port);
-    sl_th_config(th, "pipeline: { name: rec }\n"
-                     "sources: [ { name: broker, type: mqtt, urls: \"%s\", topics: \"fleet/#\", qos: 1,\n"
-                     "             reconnect_min: 10ms, reconnect_max: 100ms } ]\n"
-                     "sinks: [ { name: out, type: null, from: broker } ]\n",
-                     url);
+    sl_th_config(th,
+                 "pipeline: { name: rec }\n"
+                 "sources: [ { name: broker, type: mqtt, urls: \"%s\", topics: \"fleet/#\", qos: 1,\n"
+                 "             reconnect_min: 10ms, reconnect_max: 100ms } ]\n"
+                 "sinks: [ { name: out, type: null, from: broker } ]\n",
+                 url);
     const char *rec[] = {"record", "-c", th->cfg, "-o", cap, "--count", "2000", NULL};
     start_args(th, rec);
     bool up = sl_th_wait_log(th, "subscribed to 1 filter", 30000);
@@ -488,8 +495,8 @@ static void test_gen_to_broker_recorded(void **state)
     kill(mq, SIGTERM);
     waitpid(mq, NULL, 0);
     if (!up || gen_rc != 0 || !ended || !WIFEXITED(th->status) || WEXITSTATUS(th->status) != 0)
-        fail_msg("up %d, gen %d (%s), ended %d, status 0x%x; log:\n%s", up, gen_rc, sl_th_log(&pub), ended,
-                 th->status, sl_th_log(th));
+        fail_msg("up %d, gen %d (%s), ended %d, status 0x%x; log:\n%s", up, gen_rc, sl_th_log(&pub), ended, th->status,
+                 sl_th_log(th));
     sl_th_config(th, "%s", relay_cfg);
     const char *args[] = {"replay", cap, "-c", th->cfg, "--speed", "0", "--key-level", "1", NULL};
     assert_int_equal(run_args(th, args, 60000), 0);
@@ -507,11 +514,12 @@ static void test_replay_to_broker(void **state)
     pid_t mq = start_mosquitto(th, &port);
     snprintf(again, sizeof again, "%s/again.cap", th->dir);
     snprintf(url, sizeof url, "tcp://127.0.0.1:%d", port);
-    sl_th_config(th, "pipeline: { name: rec }\n"
-                     "sources: [ { name: broker, type: mqtt, urls: \"%s\", topics: \"fleet/#\", qos: 2,\n"
-                     "             reconnect_min: 10ms, reconnect_max: 100ms } ]\n"
-                     "sinks: [ { name: out, type: null, from: broker } ]\n",
-                     url);
+    sl_th_config(th,
+                 "pipeline: { name: rec }\n"
+                 "sources: [ { name: broker, type: mqtt, urls: \"%s\", topics: \"fleet/#\", qos: 2,\n"
+                 "             reconnect_min: 10ms, reconnect_max: 100ms } ]\n"
+                 "sinks: [ { name: out, type: null, from: broker } ]\n",
+                 url);
     const char *rec[] = {"record", "-c", th->cfg, "-o", again, "--count", "500", NULL};
     start_args(th, rec);
     bool up = sl_th_wait_log(th, "subscribed to 1 filter", 30000);

@@ -36,7 +36,9 @@ static void fill_rec(tc_t *t, int i, sl_cap_rec_t *r)
 {
     snprintf(t->topic[i], sizeof t->topic[i], "factory/dev-%d/telemetry", i);
     int n = snprintf(t->payload[i], sizeof t->payload[i], "{\"device\":\"dev-%d\",\"seq\":%d,\"pad\":\"%.*s\"}", i, i,
-                     i * 40, "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+                     i * 40,
+                     "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+                     "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
     t->props_len[i] = 0;
     if (i % 2)
         assert_int_equal(sl_cap_attr_put(t->props[i], sizeof t->props[i], &t->props_len[i], "unit", 4, "C", 1), 0);
@@ -312,7 +314,12 @@ static void test_ndjson(void **state)
     assert_int_equal(r.payload_len, 4);
     assert_memory_equal(r.payload, "\x00\x01\x02\xff", 4);
     assert_int_equal(r.props_len, 4 + 9 + 2 + 4 + 1 + 1);
-    assert_memory_equal(r.props, "\x09\x00\x02\x00" "device_idd1" "\x01\x00\x01\x00" "n5", r.props_len);
+    assert_memory_equal(r.props,
+                        "\x09\x00\x02\x00"
+                        "device_idd1"
+                        "\x01\x00\x01\x00"
+                        "n5",
+                        r.props_len);
     assert_int_equal(sl_cap_reader_next(rd, &r), 0);
     assert_memory_equal(r.payload, "12.5", 4);
     assert_int_equal(r.ts_ns, 0);
