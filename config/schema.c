@@ -186,7 +186,7 @@ static const sl__key_t sl__keys[] = {
     {"sources.replay", "start_time", SL_PARAM_DURATION, "0s", NULL, "0s", "3650d", NULL, SL__NOCHECK, 0,
      "Skip the records recorded less than this after the file's first record, in every pass."},
     {"sources.replay", "count", SL_PARAM_COUNT, "0", NULL, NULL, NULL, NULL, SL__NOCHECK, 0,
-     "Stop after this many events; 0 = when the passes are done."},
+     "Stop after this many events (split over the instances); 0 = when the passes are done."},
     {"sources.replay", "key_level", SL_PARAM_INT, "-1", NULL, "-1", "31", NULL, SL__NOCHECK, 0,
      "Topic level (from 0) that becomes the record key (1: `factory/dev-17/telemetry` -> `dev-17`); -1 = not used."},
     {"sources.replay", "topic_template", SL_PARAM_STRING, "", NULL, NULL, NULL, NULL, SL__NOCHECK, 0,

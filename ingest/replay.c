@@ -36,7 +36,8 @@ typedef struct sl_replay_s {
     double speed;
     uint64_t loops, pass; /* passes to make (0 = forever), passes begun */
     uint64_t start_record, start_time_ns, first_ts;
-    uint64_t count;     /* events to emit in all, 0 = all */
+    uint64_t count;     /* events this instance emits at most (its share of the node's count) */
+    bool limited;       /* count applies */
     uint64_t emitted;   /* events emitted by this instance and its predecessors */
     uint64_t skip;      /* of our own records still to skip after a restart */
     uint64_t pass_hits; /* our records met in this pass */
@@ -67,7 +68,9 @@ static int sl__replay_conf(sl_replay_t *r, const sl_conf_node_t *node)
     r->loops = (uint64_t)sl_conf_int(node, "loops");
     r->start_record = (uint64_t)sl_conf_int(node, "start_record");
     r->start_time_ns = sl_conf_duration(node, "start_time");
-    r->count = (uint64_t)sl_conf_int(node, "count");
+    uint64_t count = (uint64_t)sl_conf_int(node, "count");
+    r->limited = count > 0;
+    r->count = count / node->concurrency + (r->k < count % node->concurrency);
     r->key_level = (int)sl_conf_int(node, "key_level");
     r->key_from = sl_conf_str(node, "key_from");
     r->progress = sl_conf_bool(node, "progress") && isatty(2);
@@ -269,7 +272,7 @@ static int sl__replay_demand(sl_ctx_t *ctx, void *state, uint64_t demand)
     sl_replay_t *r = state;
     uint64_t now = sl_now_ns(), sent = 0, wall = sl_wall_ns();
     while (sent < demand) {
-        if (r->count && r->emitted >= r->count)
+        if (r->limited && r->emitted >= r->count)
             return sent ? (int)sent : SL_EOF;
         if (!r->have) {
             int rc = sl__replay_take(ctx, r);
