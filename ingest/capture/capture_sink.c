@@ -5,17 +5,15 @@
  * Each event becomes one record: its ingest time (for the MQTT source, when the broker's message
  * arrived), QoS, topic, attributes (the MQTT 5 properties and the topic template's captures) and payload.
  * Limits (count, duration, size) end the recording: the sink asks the master for a draining shutdown
- * (SIGTERM to its parent), and events that still arrive are acknowledged without being written, counted.
+ * (sl_ctx_request_shutdown()), and events that still arrive are acknowledged without being written, counted.
  *
  * Durability: records go through zlib's buffer and reach the file when it fills and at the end; an
  * acknowledged event may be lost if the sink itself crashes (a recorder, not a store). A restarted
  * instance appends (a gzip file gets a new member; a record cut by the crash is reported and skipped by
  * readers), so nothing written before is lost.
  */
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "ingest/capture/capture.h"
 #include "ingest/ingest.h"
@@ -34,7 +32,7 @@ static void sl__capsink_stop(sl_ctx_t *ctx, sl_capsink_t *s, const char *why)
     s->done = true;
     sl_log(SL_LOG_INFO, sl_ctx_name(ctx), 0, "%s reached after %llu records: stopping the pipeline", why,
            (unsigned long long)s->written);
-    kill(getppid(), SIGTERM); /* the master drains everything, as on an operator's SIGTERM */
+    sl_ctx_request_shutdown(ctx); /* the master drains everything, as on an operator's SIGTERM */
 }
 
 static int sl__capsink_init(sl_ctx_t *ctx, void **state)
