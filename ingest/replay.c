@@ -149,6 +149,35 @@ static void sl__replay_key(sl_replay_t *r, const sl_cap_rec_t *c)
     }
 }
 
+/* Whether the attribute blob a[0..n) has an attribute named name. */
+static bool sl__replay_has(const uint8_t *a, size_t n, const uint8_t *name, size_t nl)
+{
+    for (const uint8_t *end = a + n; a + 4 <= end;) {
+        uint16_t an = (uint16_t)(a[0] | a[1] << 8), av = (uint16_t)(a[2] | a[3] << 8);
+        if (an == nl && memcmp(a + 4, name, nl) == 0)
+            return true;
+        a += 4u + an + av;
+    }
+    return false;
+}
+
+/* Drops the template captures (after the first `props` bytes) that the record already has as properties:
+ * a capture recorded from an mqtt source with the same template carries them. */
+static void sl__replay_dedupe(sl_replay_t *r, size_t props)
+{
+    size_t at = props;
+    while (at + 4 <= r->attr_len) {
+        uint16_t an = (uint16_t)(r->attrs[at] | r->attrs[at + 1] << 8);
+        size_t len = 4u + an + (uint16_t)(r->attrs[at + 2] | r->attrs[at + 3] << 8);
+        if (sl__replay_has(r->attrs, props, r->attrs + at + 4, an)) {
+            memmove(r->attrs + at, r->attrs + at + len, r->attr_len - at - len);
+            r->attr_len -= len;
+        } else {
+            at += len;
+        }
+    }
+}
+
 /* Attributes: the recorded properties, then the template's captures. Returns 0 or SL_ENOMEM. */
 static int sl__replay_attrs(sl_replay_t *r, const sl_cap_rec_t *c)
 {
@@ -171,6 +200,8 @@ static int sl__replay_attrs(sl_replay_t *r, const sl_cap_rec_t *c)
             r->key = (const uint8_t *)key;
             r->key_len = kl;
         }
+        if (m != 0 && c->props_len)
+            sl__replay_dedupe(r, c->props_len);
     }
     return 0;
 }

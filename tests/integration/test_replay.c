@@ -332,6 +332,32 @@ static void test_text_samples(void **state)
     }
 }
 
+/* topic_template + key_from on a replay source: the key and attributes as the mqtt source would make them,
+ * without repeating an attribute the record already carries (sample.ndjson's dev-3 has device_id). */
+static void test_template_key_attributes(void **state)
+{
+    sl_th_t *th = *state;
+    const char *src = getenv("SLUICE_SRC");
+    sl_th_config(th,
+                 "pipeline: { name: tpl }\n"
+                 "metrics: { enabled: false }\n"
+                 "sources: [ { name: fleet, type: replay, file: %s/tests/capture/sample.ndjson, speed: 0,\n"
+                 "             topic_template: \"factory/{device_id}/{kind}\", key_from: device_id } ]\n"
+                 "sinks: [ { name: out, type: stdout, from: fleet } ]\n",
+                 src ? src : ".");
+    const char *args[] = {"run", "-c", th->cfg, NULL};
+    assert_int_equal(run_args(th, args, 30000), 0);
+    static const char *const want[] = {
+        "\"key\":\"dev-1\",\"qos\":0,",
+        "\"key\":\"dev-3\",\"qos\":1,",
+        "\"attributes\":{\"device_id\":\"dev-3\",\"kind\":\"telemetry\"}",
+        "\"attributes\":{\"device_id\":\"dev-2\",\"kind\":\"telemetry\"}",
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        if (strstr(sl_th_log(th), want[i]) == NULL)
+            fail_msg("no %s in the log:\n%s", want[i], sl_th_log(th));
+}
+
 static void test_loops_start_count(void **state)
 {
     sl_th_t *th = *state;
@@ -563,6 +589,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_recorded_timing_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_killed_replay_resumes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_text_samples, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_template_key_attributes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_loops_start_count, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unreadable_does_not_start, setup, teardown),
         cmocka_unit_test_setup_teardown(test_record_from_mosquitto, setup, teardown),
