@@ -96,10 +96,7 @@ char *sl__arena_strndup(sl__arena_t *a, const char *s, size_t n)
     return p;
 }
 
-char *sl__arena_strdup(sl__arena_t *a, const char *s)
-{
-    return sl__arena_strndup(a, s, strlen(s));
-}
+char *sl__arena_strdup(sl__arena_t *a, const char *s) { return sl__arena_strndup(a, s, strlen(s)); }
 
 char *sl__arena_vprintf(sl__arena_t *a, const char *fmt, va_list ap)
 {

@@ -58,7 +58,4 @@ int sl__cli_validate(int argc, char **argv, FILE *out, FILE *err)
     return 0;
 }
 
-int sl_cli_validate(int argc, char **argv)
-{
-    return sl__cli_validate(argc, argv, stdout, stderr);
-}
+int sl_cli_validate(int argc, char **argv) { return sl__cli_validate(argc, argv, stdout, stderr); }

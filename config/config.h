@@ -25,9 +25,9 @@ typedef enum sl_conf_role_e {
 } sl_conf_role_t;
 
 /* X(enum suffix, yaml spelling) */
-#define SL_DISPATCHER_MAP(X)                                                                               \
-    X(DEMAND, "demand")                                                                                    \
-    X(BROADCAST, "broadcast")                                                                              \
+#define SL_DISPATCHER_MAP(X)  \
+    X(DEMAND, "demand")       \
+    X(BROADCAST, "broadcast") \
     X(PARTITION, "partition")
 
 typedef enum sl_dispatcher_e {
@@ -36,9 +36,9 @@ typedef enum sl_dispatcher_e {
 #undef SL_DISP_ENUM
 } sl_dispatcher_t;
 
-#define SL_STRATEGY_MAP(X)                                                                                 \
-    X(ONE_FOR_ONE, "one_for_one")                                                                          \
-    X(ONE_FOR_ALL, "one_for_all")                                                                          \
+#define SL_STRATEGY_MAP(X)        \
+    X(ONE_FOR_ONE, "one_for_one") \
+    X(ONE_FOR_ALL, "one_for_all") \
     X(REST_FOR_ONE, "rest_for_one")
 
 typedef enum sl_strategy_e {
@@ -47,9 +47,9 @@ typedef enum sl_strategy_e {
 #undef SL_STRAT_ENUM
 } sl_strategy_t;
 
-#define SL_RESTART_MAP(X)                                                                                  \
-    X(PERMANENT, "permanent")                                                                              \
-    X(TRANSIENT, "transient")                                                                              \
+#define SL_RESTART_MAP(X)     \
+    X(PERMANENT, "permanent") \
+    X(TRANSIENT, "transient") \
     X(TEMPORARY, "temporary")
 
 typedef enum sl_restart_e {
@@ -64,21 +64,21 @@ typedef struct sl_conf_sup_s {
     sl_restart_t restart;
     uint32_t max_restarts;
     uint64_t max_seconds_ns;
-    uint64_t watchdog_ns;         /* 0 = no watchdog */
+    uint64_t watchdog_ns; /* 0 = no watchdog */
     uint64_t shutdown_timeout_ns;
 } sl_conf_sup_t;
 
 /* Kinds of schema values: X(enum suffix, name in the reference, what a diagnostic says was expected). */
-#define SL_PARAM_KIND_MAP(X)                                                                               \
-    X(STRING, "string", "a string")                                                                        \
-    X(INT, "int", "an integer like -5 or 1_000")                                                           \
-    X(COUNT, "count", "a count (an integer like 1000 or 1_000)")                                           \
-    X(SIZE, "size", "a size (bytes, or an integer with a unit like 512KiB, 64MiB, 1GiB or 10MB)")          \
-    X(DURATION, "duration", "a duration (an integer with a unit like 250ms, 5s, 1m or 1h30m)")             \
-    X(BOOL, "bool", "true or false")                                                                       \
-    X(ENUM, "enum", "one of the listed values")                                                            \
-    X(DOUBLE, "number", "a number like 0.5 or 1e3")                                                        \
-    X(LIST, "list", "a name or a list of names")                                                           \
+#define SL_PARAM_KIND_MAP(X)                                                                      \
+    X(STRING, "string", "a string")                                                               \
+    X(INT, "int", "an integer like -5 or 1_000")                                                  \
+    X(COUNT, "count", "a count (an integer like 1000 or 1_000)")                                  \
+    X(SIZE, "size", "a size (bytes, or an integer with a unit like 512KiB, 64MiB, 1GiB or 10MB)") \
+    X(DURATION, "duration", "a duration (an integer with a unit like 250ms, 5s, 1m or 1h30m)")    \
+    X(BOOL, "bool", "true or false")                                                              \
+    X(ENUM, "enum", "one of the listed values")                                                   \
+    X(DOUBLE, "number", "a number like 0.5 or 1e3")                                               \
+    X(LIST, "list", "a name or a list of names")                                                  \
     X(MAP, "map", "a map of keys")
 
 typedef enum sl_param_kind_e {
@@ -98,7 +98,7 @@ typedef struct sl_conf_param_s {
 /* A source, stage or sink. */
 typedef struct sl_conf_node_s {
     const char *name;
-    const char *type;  /* "generator", "passthrough", "null", ... (validated against the schema) */
+    const char *type; /* "generator", "passthrough", "null", ... (validated against the schema) */
     sl_conf_role_t role;
     const char **from; /* names of the nodes it takes input from (sources: none) */
     size_t n_from;
@@ -108,8 +108,8 @@ typedef struct sl_conf_node_s {
      * the consuming group the same way). Every downstream node gets every event of its upstream. */
     sl_dispatcher_t dispatcher;
     const char *partition_by; /* for the partition dispatcher: "key" or an attribute name */
-    uint64_t capacity;               /* bytes of each input channel of each instance */
-    const char *dead_letter;         /* sink that takes its failed events, or NULL */
+    uint64_t capacity;        /* bytes of each input channel of each instance */
+    const char *dead_letter;  /* sink that takes its failed events, or NULL */
     sl_conf_sup_t sup;
     sl_conf_param_t *params; /* every schema key of its type, defaults filled in */
     size_t n_params;
@@ -121,14 +121,14 @@ typedef struct sl_config_s {
     const char *pipeline_name;
     sl_conf_node_t *nodes; /* sources first, then stages, then sinks, each in file order */
     size_t n_nodes;
-    sl_conf_sup_t sup;         /* the defaults, also the root's */
-    uint32_t max_demand;       /* channels.max_demand default */
-    uint32_t min_demand;       /* channels.min_demand default */
-    uint64_t capacity;         /* channels.capacity default */
-    uint64_t memory_limit;     /* channels.memory_limit */
-    const char *channels_dir;  /* channels.dir, or NULL: channels in anonymous memory (not recoverable) */
+    sl_conf_sup_t sup;        /* the defaults, also the root's */
+    uint32_t max_demand;      /* channels.max_demand default */
+    uint32_t min_demand;      /* channels.min_demand default */
+    uint64_t capacity;        /* channels.capacity default */
+    uint64_t memory_limit;    /* channels.memory_limit */
+    const char *channels_dir; /* channels.dir, or NULL: channels in anonymous memory (not recoverable) */
     bool metrics_enabled;
-    const char *metrics_listen; /* "127.0.0.1:9464" */
+    const char *metrics_listen;   /* "127.0.0.1:9464" */
     uint64_t summary_interval_ns; /* metrics.summary_interval; 0 = no periodic summary line */
     void *impl_;                  /* the loader's arena; owned by the config */
 } sl_config_t;
@@ -136,9 +136,9 @@ typedef struct sl_config_s {
 /* One problem found while loading, located in the file. */
 typedef struct sl_diag_s {
     const char *file;
-    int line, col;     /* 1-based; 0 when the problem concerns the file as a whole */
-    const char *path;  /* "stages.decode.max_demand", or "" */
-    const char *msg;   /* what is wrong (what was expected) */
+    int line, col;    /* 1-based; 0 when the problem concerns the file as a whole */
+    const char *path; /* "stages.decode.max_demand", or "" */
+    const char *msg;  /* what is wrong (what was expected) */
 } sl_diag_t;
 
 typedef struct sl_diags_s {
@@ -157,8 +157,7 @@ typedef struct sl_diags_s {
 int sl_config_load(const char *path, sl_config_t **out, sl_diags_t *diags);
 
 /* Same, from a buffer; name is used in diagnostics as the file name. */
-int sl_config_load_buffer(const char *name, const char *buf, size_t len, sl_config_t **out,
-                          sl_diags_t *diags);
+int sl_config_load_buffer(const char *name, const char *buf, size_t len, sl_config_t **out, sl_diags_t *diags);
 
 void sl_config_destroy(sl_config_t *cfg);
 void sl_diags_free(sl_diags_t *diags);

@@ -124,7 +124,4 @@ void sl__schema_reference(const sl__schema_t *sc, FILE *to)
     }
 }
 
-void sl_config_reference(FILE *to)
-{
-    sl__schema_reference(sl__schema_builtin(), to);
-}
+void sl_config_reference(FILE *to) { sl__schema_reference(sl__schema_builtin(), to); }
