@@ -404,7 +404,7 @@ static void sl__mqtt_terminate(sl_ctx_t *ctx, void *state, int reason)
     /* After destroy no callback runs: the worker thread owns the outputs again. */
     MQTTAsync_destroy(&m->cli);
     sl_log(SL_LOG_INFO, m->who, 0,
-           "mqtt: %llu received, %llu emitted, %llu into the overdraft, %llu dropped, %llu left to Paho, %llu "
+           "mqtt: %llu received, %llu emitted, %llu into the overdraft, %llu dropped, %llu overdraft-full waits, %llu "
            "pauses, %llu connects, %llu events with attributes cut",
            (unsigned long long)m->received, (unsigned long long)m->emitted, (unsigned long long)m->overdrafted,
            (unsigned long long)m->dropped, (unsigned long long)m->unacked, (unsigned long long)m->pauses,

@@ -347,7 +347,7 @@ static void test_stalled_sink_pause(void **state)
                  "sources:\n"
                  "  - { name: mq, type: mqtt, urls: \"%s\", client_id: stall-test, topics: \"s/+\",\n"
                  "      topic_template: \"s/{device_id}\", key_from: device_id, keepalive: 2s,\n"
-                 "      wait_timeout: 500ms, overdraft: 50, in_flight: 20 }\n"
+                 "      wait_timeout: 500ms, in_flight: 20 }\n"
                  "sinks:\n"
                  "  - { name: out, type: null, from: mq, verify_sequence: true, capacity: 64KiB,\n"
                  "      max_demand: 100 }\n",
