@@ -70,7 +70,8 @@ static const sl__key_t sl__keys[] = {
     {"channels", "memory_limit", SL_PARAM_SIZE, "256MiB", NULL, "1MiB", "1TiB", NULL, SL__NOCHECK, 0,
      "Upper bound of the sum of all channel capacities; a config above it does not load."},
     {"channels", "dir", SL_PARAM_STRING, "", NULL, NULL, NULL, NULL, SL__NOCHECK, 0,
-     "Directory for the channels' files (tmpfs such as /dev/shm is fastest), so a restarted sluice recovers what they held; empty = anonymous memory."},
+     "Directory for the channels' files (tmpfs such as /dev/shm is fastest), so a restarted sluice recovers what they "
+     "held; empty = anonymous memory."},
 
     {"supervision", "strategy", SL_PARAM_ENUM, "one_for_one", NULL, NULL, NULL, "one_for_one|one_for_all|rest_for_one",
      SL__NOCHECK, 0,
