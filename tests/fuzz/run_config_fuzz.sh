@@ -11,9 +11,13 @@ SRC=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${BUILD:-/tmp/sluice-fuzz}
 CC=${CC:-clang}
 mkdir -p "$BUILD/corpus"
-$CC -g -O1 -std=gnu17 -D_GNU_SOURCE -I"$SRC" -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-    -o "$BUILD/fuzz_config" "$SRC/tests/fuzz/fuzz_config.c" "$SRC"/config/*.c "$SRC/common/sl.c" \
-    $(pkg-config --cflags --libs yaml-0.1) -lm
+# The schema's checks reach into node types (the file sink's path check), so the target links the whole
+# library, like the sluice binary; only the loader is driven.
+LIBSRC=$(ls "$SRC"/common/*.c "$SRC"/config/*.c "$SRC"/backpressure/*.c "$SRC"/stages/*.c "$SRC"/ingest/*.c \
+         "$SRC"/ingest/*/*.c "$SRC"/sinks/*.c "$SRC"/sinks/*/*.c)
+$CC -g -O1 -std=gnu17 -D_GNU_SOURCE -mcx16 -I"$SRC" -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+    -o "$BUILD/fuzz_config" "$SRC/tests/fuzz/fuzz_config.c" $LIBSRC \
+    $(pkg-config --cflags --libs yaml-0.1 yajl libzstd zlib) -lpaho-mqtt3as -lrdkafka -lpthread -lm
 # Seeds: every config we have, good and bad.
 for f in "$SRC"/tests/config/good/*.yaml "$SRC"/tests/config/bad/*.yaml "$SRC"/examples/*.yaml \
          "$SRC"/tests/config/fuzz-regressions/*; do
