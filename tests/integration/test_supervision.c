@@ -199,6 +199,24 @@ static void test_random_kills_lose_nothing(void **state)
     assert_true(dups <= (uint64_t)kills * 1000); /* at most max_demand per kill */
 }
 
+/* Reaps, as subreaper, every pid in kids within timeout_ms; returns how many are left. */
+static size_t reap_all(const pid_t *kids, size_t n, int timeout_ms)
+{
+    uint64_t deadline = sl_now_ns() + (uint64_t)timeout_ms * SL_NS_PER_MS;
+    size_t gone = 0;
+    while (gone < n && sl_now_ns() < deadline) {
+        int status;
+        pid_t r = waitpid(-1, &status, WNOHANG);
+        if (r > 0) {
+            for (size_t i = 0; i < n; i++)
+                gone += kids[i] == r;
+            continue;
+        }
+        pause_ms(5);
+    }
+    return n - gone;
+}
+
 /* The master SIGKILLed: its workers are told (PR_SET_PDEATHSIG), the source stops, the stages drain what
  * the channels hold into the sink, and every worker exits: no orphan keeps running, nothing is lost. */
 static void test_master_killed_leaves_no_orphan(void **state)
@@ -218,23 +236,12 @@ static void test_master_killed_leaves_no_orphan(void **state)
     assert_int_equal(n, 4);
     kill(th->pid, SIGKILL);
     assert_true(sl_th_wait(th, 10000));
-    uint64_t deadline = sl_now_ns() + 30 * SL_NS_PER_S;
-    size_t gone = 0;
-    while (gone < n && sl_now_ns() < deadline) {
-        int status;
-        pid_t r = waitpid(-1, &status, WNOHANG);
-        if (r > 0) {
-            for (size_t i = 0; i < n; i++)
-                gone += kids[i] == r;
-            continue;
-        }
-        pause_ms(5);
-    }
+    size_t left = reap_all(kids, n, 30000);
     prctl(PR_SET_CHILD_SUBREAPER, 0);
-    if (gone < n) {
+    if (left > 0) {
         for (size_t i = 0; i < n; i++)
             kill(kids[i], SIGKILL);
-        fail_msg("%zu of %zu workers still ran 30 s after the master died; log:\n%s", n - gone, n, sl_th_log(th));
+        fail_msg("%zu of %zu workers still ran 30 s after the master died; log:\n%s", left, n, sl_th_log(th));
     }
     uint64_t generated = sl_th_number(th, "generated ", "generated ");
     assert_true(generated > 0);
@@ -258,24 +265,6 @@ static void test_shutdown_deadline_kills_and_says_so(void **state)
     sl_th_assert_exit(th, 30000, 1);
     assert_non_null(strstr(sl_th_log(th), "stuck#0: still running at the shutdown deadline; SIGKILL"));
     assert_non_null(strstr(sl_th_log(th), "pipeline stopped: the shutdown deadline passed"));
-}
-
-/* Reaps, as subreaper, every pid in kids within timeout_ms; returns how many are left. */
-static size_t reap_all(const pid_t *kids, size_t n, int timeout_ms)
-{
-    uint64_t deadline = sl_now_ns() + (uint64_t)timeout_ms * SL_NS_PER_MS;
-    size_t gone = 0;
-    while (gone < n && sl_now_ns() < deadline) {
-        int status;
-        pid_t r = waitpid(-1, &status, WNOHANG);
-        if (r > 0) {
-            for (size_t i = 0; i < n; i++)
-                gone += kids[i] == r;
-            continue;
-        }
-        pause_ms(5);
-    }
-    return n - gone;
 }
 
 /*
