@@ -130,6 +130,7 @@ typedef struct sl_config_s {
     bool metrics_enabled;
     const char *metrics_listen;   /* "127.0.0.1:9464" */
     uint64_t summary_interval_ns; /* metrics.summary_interval; 0 = no periodic summary line */
+    bool metrics_latency;         /* metrics.latency: sinks record ingest -> acknowledgement latency */
     void *impl_;                  /* the loader's arena; owned by the config */
 } sl_config_t;
 

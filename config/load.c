@@ -103,6 +103,7 @@ static void sl__sections_load(sl__lctx_t *lc, const sl__ynode_t *sec[4], const s
     cfg->metrics_enabled = sl__vals_get(&vs, "enabled")->v.b;
     cfg->metrics_listen = sl__arena_strdup(lc->keep, sl__vals_get(&vs, "listen")->text);
     cfg->summary_interval_ns = sl__vals_get(&vs, "summary_interval")->v.u;
+    cfg->metrics_latency = sl__vals_get(&vs, "latency")->v.b;
     sl__vals_free(&vs);
 }
 

@@ -93,6 +93,9 @@ static const sl__key_t sl__keys[] = {
      0, "Address of the metrics endpoint (loopback by default); port 0 takes a free port, logged at start."},
     {"metrics", "summary_interval", SL_PARAM_DURATION, "1s", NULL, "0s", "1h", NULL, SL__NOCHECK, 0,
      "Period of the one-line throughput summary in the log; 0s = none."},
+    {"metrics", "latency", SL_PARAM_BOOL, "false", NULL, NULL, NULL, NULL, SL__NOCHECK, 0,
+     "Record each event's latency from ingest (receive, replay or generation time) to its acknowledgement by a "
+     "sink in a histogram; the final `total` log line then shows p50/p99/p999 per sink. Off: no cost."},
 
     {"node", "name", SL_PARAM_STRING, NULL, NULL, NULL, NULL, NULL, SL__IDENT, SL__KEY_REQUIRED,
      "Unique name of the node among all sources, stages and sinks."},

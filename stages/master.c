@@ -110,6 +110,19 @@ static void sl__human(char *buf, size_t len, double v)
         snprintf(buf, len, "%.0f", v);
 }
 
+/* metrics.latency: " lat p50 Xus p99 Yus p999 Zus" over the node's instances; returns the length. */
+static size_t sl__summary_latency(const sl_runtime_t *rt, size_t node, char *out, size_t cap)
+{
+    uint64_t h[SL_LAT_BUCKETS] = {0};
+    for (size_t i = rt->node_first[node]; i < rt->node_first[node + 1]; i++)
+        for (unsigned b = 0; b < SL_LAT_BUCKETS; b++)
+            h[b] += rt->inst[i].stats->lat[b];
+    int len =
+        snprintf(out, cap, " lat p50 %lluus p99 %lluus p999 %lluus", (unsigned long long)sl_lat_quantile_us(h, 0.5),
+                 (unsigned long long)sl_lat_quantile_us(h, 0.99), (unsigned long long)sl_lat_quantile_us(h, 0.999));
+    return len > 0 ? SL_MIN((size_t)len, cap - 1) : 0;
+}
+
 static void sl__summary(sl_master_t *m, bool final)
 {
     sl_runtime_t *rt = m->rt;
@@ -142,6 +155,8 @@ static void sl__summary(sl_master_t *m, bool final)
         if (t.quarantined)
             len +=
                 (size_t)snprintf(line + len, sizeof line - len, " quarantined %llu", (unsigned long long)t.quarantined);
+        if (final && rt->cfg->metrics_latency && node->role == SL_ROLE_SINK)
+            len += sl__summary_latency(rt, n, line + len, sizeof line - len);
     }
     m->last_summary_ns = now;
     sl_log(SL_LOG_INFO, final ? "total" : "summary", 0, "%s", line);

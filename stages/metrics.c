@@ -273,3 +273,24 @@ void sl__http_serve(sl_master_t *m, sl_http_t *h)
         sl__http_read(m, &h->client[i]);
     }
 }
+
+uint64_t sl_lat_quantile_us(const uint64_t *h, double q)
+{
+    uint64_t total = 0, seen = 0;
+    for (unsigned b = 0; b < SL_LAT_BUCKETS; b++)
+        total += h[b];
+    if (total == 0)
+        return 0;
+    uint64_t want = (uint64_t)(q * (double)total + 0.5);
+    want = want ? want : 1;
+    for (unsigned b = 0; b < SL_LAT_BUCKETS; b++) {
+        seen += h[b];
+        if (seen < want)
+            continue;
+        if (b < 8)
+            return b;
+        unsigned e = b / 8 + 2, sub = b % 8;
+        return ((uint64_t)(8 + sub + 1) << (e - 3)) - 1;
+    }
+    return UINT64_MAX;
+}

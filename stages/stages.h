@@ -175,6 +175,26 @@ void sl_ctx_count_failed(sl_ctx_t *ctx, uint64_t n);
 
 /* ---- statistics (shared memory, one slot per instance) ------------------------------------------ */
 
+/* Latency histogram: microseconds in log-linear buckets, 8 per power of two, so a bucket is at most 12.5%
+ * wide; 0-7 us exact, the last bucket (from about 4.7 hours) takes everything above. */
+#define SL_LAT_BUCKETS 256
+static inline unsigned sl_lat_bucket(uint64_t us)
+{
+    if (us < 8)
+        return (unsigned)us;
+    unsigned e = 63u - (unsigned)__builtin_clzll(us);
+    unsigned b = (e - 2) * 8 + (unsigned)((us >> (e - 3)) & 7);
+    return b < SL_LAT_BUCKETS ? b : SL_LAT_BUCKETS - 1;
+}
+/* Adds one event ingested at ingest_ns (wall clock) and acknowledged at now_ns to h. */
+static inline void sl_lat_add(uint64_t *h, uint64_t now_ns, uint64_t ingest_ns)
+{
+    h[sl_lat_bucket(now_ns > ingest_ns ? (now_ns - ingest_ns) / 1000 : 0)]++;
+}
+/* The q-quantile (0 < q <= 1) of histogram h in microseconds: the upper bound of the bucket that holds it
+ * (so at most 12.5% high, never low); 0 when h is empty. */
+uint64_t sl_lat_quantile_us(const uint64_t *h, double q);
+
 typedef struct sl_stats_slot_s {
     _Alignas(SL_CACHELINE) char name[48];
     _Atomic int32_t pid;
@@ -197,6 +217,9 @@ typedef struct sl_stats_slot_s {
     _Atomic int32_t last_status; /* wait status of the last exit */
     _Atomic uint32_t last_cause; /* SL_CAUSE_* of the last exit */
     _Atomic uint32_t stop;       /* shutdown requested: a producer stops taking input */
+    /* Sinks under metrics.latency: events by latency from ingest to acknowledgement (sl_lat_bucket). One
+     * writer (the worker), plain counters: the master reads them for the final summary, after the exit. */
+    _Alignas(SL_CACHELINE) uint64_t lat[SL_LAT_BUCKETS];
 } sl_stats_slot_t;
 
 /* Why an instance last ended; the poison check trusts only causes the event itself can have caused. */

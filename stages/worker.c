@@ -71,6 +71,9 @@ struct sl_ctx_s {
     bool idle; /* a producer that had demand and emitted nothing: wait for its timer or a wake */
     /* Local totals, copied to the stats slot once per pass (events_out by the external thread itself). */
     uint64_t in, out, bytes_in, bytes_out, failed, redelivered, corrupt;
+    /* metrics.latency on a sink: its stats slot's histogram, and for async sinks the ingest time of each
+     * event in the acknowledgement windows ([n_in][window]); NULL when off. */
+    uint64_t *lat, *lat_ingest;
 };
 
 void sl_event_from_rec(sl_event_t *ev, const sl_rec_t *rec)
@@ -279,7 +282,11 @@ int sl_ack(sl_ctx_t *ctx, uint64_t token)
     uint32_t i = (uint32_t)(token >> 48);
     if (ctx->ack == NULL || i >= ctx->inst->n_in)
         return SL_EINVAL;
-    return sl__ackwin_ack(&ctx->ack[i], token & ((UINT64_C(1) << 48) - 1));
+    uint64_t idx = token & ((UINT64_C(1) << 48) - 1);
+    int rc = sl__ackwin_ack(&ctx->ack[i], idx);
+    if (rc == 0 && ctx->lat_ingest)
+        sl_lat_add(ctx->lat, sl_wall_ns(), ctx->lat_ingest[i * ctx->ack[i].cap + (idx & (ctx->ack[i].cap - 1))]);
+    return rc;
 }
 
 static int sl__ctx_init(sl_ctx_t *ctx, sl_runtime_t *rt, sl_inst_t *inst)
@@ -338,6 +345,11 @@ static int sl__ctx_init(sl_ctx_t *ctx, sl_runtime_t *rt, sl_inst_t *inst)
             return SL_ENOMEM;
         sl_chan_ask(ch, sl_demand_start(&ctx->dem[i], sl_chan_read_events(ch), sl_chan_asked(ch)));
     }
+    if (rt->cfg->metrics_latency && inst->ops->kind == SL_KIND_CONSUMER) {
+        ctx->lat = s->lat;
+        if (ctx->ack && inst->n_in && !(ctx->lat_ingest = calloc(inst->n_in * ctx->ack[0].cap, sizeof(uint64_t))))
+            return SL_ENOMEM;
+    }
     for (uint32_t g = 0; g < inst->n_out; g++)
         for (uint32_t c = 0; c < inst->out[g].n; c++)
             sl_chan_producer_attach(inst->out[g].chans[c]);
@@ -352,6 +364,7 @@ static void sl__ctx_free(sl_ctx_t *ctx)
     for (uint32_t i = 0; ctx->ack && i < ctx->inst->n_in; i++)
         sl__ackwin_free(&ctx->ack[i]);
     free(ctx->ack);
+    free(ctx->lat_ingest);
     free(ctx->targets);
     free(ctx->dl_buf);
     free(ctx->dem);
@@ -376,6 +389,8 @@ static size_t sl__take(sl_ctx_t *ctx, uint32_t i, size_t limit)
             sl_event_from_rec(ev, rec);
             uint64_t idx = w ? sl__ackwin_push(w, sl_chan_read_pos(ch)) : sl_chan_read_events(ch) - 1;
             ev->token = (uint64_t)i << 48 | idx;
+            if (ctx->lat_ingest)
+                ctx->lat_ingest[i * w->cap + (idx & (w->cap - 1))] = rec->ingest_ns;
             ctx->bytes_in += rec->len;
             continue;
         }
@@ -426,6 +441,11 @@ static int64_t sl__consume_pass(sl_ctx_t *ctx)
         if (careful && ctx->ack) /* handed over intact; a later crash (a flush) is not this event's */
             atomic_store_explicit(&inst->stats->suspect, 0, memory_order_relaxed);
         ctx->in += n;
+        if (ctx->lat && ctx->ack == NULL) {
+            uint64_t now = sl_wall_ns();
+            for (size_t e = 0; e < n; e++)
+                sl_lat_add(ctx->lat, now, ctx->evs[e].ingest_ns);
+        }
         if (ctx->ack == NULL) {
             ctx->uncommitted[i] = true;
             sl__out_publish(inst);
