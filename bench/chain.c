@@ -5,8 +5,8 @@
  *
  * Both sides move records of the same shape: a 180-byte JSON payload plus the topic, key and attribute
  * the generator attaches (274 bytes with the header). Each run prints its figures; the last line is the
- * one a script reads: medians over the runs, and the peak RSS of the sluice process tree (wait4's
- * ru_maxrss, the figure /usr/bin/time -v reports).
+ * one a script reads: medians over the runs, and the memory of the sluice process tree
+ * (bench/common/bench.h).
  */
 #include <getopt.h>
 #include <stdbool.h>
@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "backpressure/backpressure.h"
+#include "bench/common/bench.h"
 
 #define TOPIC "fleet/dev-0000042/telemetry"
 #define KEY "dev-0000042"
@@ -87,39 +88,9 @@ static double run_raw(uint64_t n, size_t capacity)
     return (double)n / secs;
 }
 
-/* The chain through the real binary. Returns events/s; *rss_kb gets the tree's peak RSS. */
-static double run_chain(const char *sluice, const char *cfg, uint64_t n, long *rss_kb)
-{
-    uint64_t t0 = sl_now_ns();
-    pid_t pid = fork();
-    if (pid == 0) {
-        execl(sluice, sluice, "run", "-q", "-c", cfg, (char *)NULL);
-        _exit(127);
-    }
-    int status;
-    struct rusage ru;
-    if (wait4(pid, &status, 0, &ru) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        fprintf(stderr, "chain: sluice failed (status %d)\n", status);
-        return 0;
-    }
-    *rss_kb = ru.ru_maxrss;
-    return (double)n / ((double)(sl_now_ns() - t0) / 1e9);
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 int main(int argc, char **argv)
 {
+    sl_bench_spawner_start();
     uint64_t n = 10 * 1000 * 1000;
     int runs = 5;
     const char *sluice = "build/sluice";
@@ -150,7 +121,7 @@ int main(int argc, char **argv)
     }
     fprintf(f,
             "pipeline: { name: bench-chain }\n"
-            "metrics: { summary_interval: 0s }\n"
+            "metrics: { enabled: false, summary_interval: 0s }\n"
             "channels: { max_demand: %u }\n"
             "sources: [ { name: fleet, type: generator, count: %llu, devices: 1000, payload_size: %d } ]\n"
             "stages:\n"
@@ -160,19 +131,19 @@ int main(int argc, char **argv)
             max_demand, (unsigned long long)n, PAYLOAD);
     fclose(f);
     double chain[99], raw[99];
-    long rss = 0;
+    sl_bench_proc_t mem = {0};
     for (int r = 0; r < runs; r++) {
-        long rk = 0;
+        sl_bench_proc_t pr = {0};
         raw[r] = run_raw(n, 1 << 20);
-        chain[r] = raw_only ? 0 : run_chain(sluice, cfg, n, &rk);
-        rss = rk > rss ? rk : rss;
-        printf("run %d: chain %.2fM events/s, raw %.2fM events/s, ratio %.2f, peak RSS %ld kB\n", r + 1, chain[r] / 1e6,
-               raw[r] / 1e6, raw[r] > 0 ? chain[r] / raw[r] : 0, rk);
+        chain[r] = !raw_only && sl_bench_run_sluice(sluice, cfg, NULL, &pr) == 0 ? (double)n / pr.secs : 0;
+        sl_bench_mem_max(&mem, &pr);
+        printf("run %d: chain %.2fM events/s, raw %.2fM events/s, ratio %.2f, peak RSS %ld kB (one process), %ld kB "
+               "PSS (all)\n",
+               r + 1, chain[r] / 1e6, raw[r] / 1e6, raw[r] > 0 ? chain[r] / raw[r] : 0, pr.max_rss_kb, pr.pss_kb);
         fflush(stdout);
     }
     unlink(cfg);
-    double mc = median(chain, runs), mr = median(raw, runs);
-    printf("chain: events_per_s=%.0f raw_events_per_s=%.0f ratio=%.2f peak_rss_kb=%ld\n", mc, mr, mr > 0 ? mc / mr : 0,
-           rss);
+    double mc = sl_bench_median(chain, runs), mr = sl_bench_median(raw, runs);
+    sl_bench_result("chain", mc, mr, &mem, NULL);
     return mc > 0 && mr > 0 ? 0 : 1;
 }

@@ -6,19 +6,18 @@
  *
  * The sink runs with sync: none (the raw side does not fsync either), batches of 1000 events, one file
  * (rotate_size large). Each run deletes its output. The last line per variant is the one a script reads:
- * medians over the runs, and the peak RSS of the sluice process tree (wait4).
+ * medians over the runs and the memory of the sluice process tree (bench/common/bench.h).
  */
 #include <getopt.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
 #include <zstd.h>
 
+#include "bench/common/bench.h"
 #include "sinks/file/file_int.h"
 
 #define PAYLOAD 180
@@ -106,78 +105,9 @@ static double run_raw(const variant_t *v, const sl_buf_t *lines, uint64_t n, con
     return (double)n / secs;
 }
 
-/*
- * sluice runs are started by a spawner process forked at the very start of main, while this process is
- * still small: a fork (or vfork) from here later would count this process's pages (the mock cluster, the
- * encoded lines) in the child's peak RSS before its exec. Requests and answers go over two pipes.
- */
-static int g_spawn_req = -1, g_spawn_ans = -1;
-
-static void spawner_loop(int req, int ans)
-{
-    char cfg[600];
-    while (read(req, cfg, sizeof cfg) == (ssize_t)sizeof cfg) {
-        double res[2] = {0, 0};
-        uint64_t t0 = sl_now_ns();
-        pid_t pid = fork();
-        if (pid == 0) {
-            execl(cfg + 300, cfg + 300, "run", "-q", "-c", cfg, (char *)NULL);
-            _exit(127);
-        }
-        int status;
-        struct rusage ru;
-        if (pid > 0 && wait4(pid, &status, 0, &ru) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0)
-            res[0] = (double)(sl_now_ns() - t0) / 1e9, res[1] = (double)ru.ru_maxrss;
-        else
-            fprintf(stderr, "sluice failed (status %d)\n", status);
-        if (write(ans, res, sizeof res) != (ssize_t)sizeof res)
-            break;
-    }
-    _exit(0);
-}
-
-static void spawner_start(void)
-{
-    int req[2], ans[2];
-    if (pipe(req) != 0 || pipe(ans) != 0)
-        exit(1);
-    if (fork() == 0) {
-        close(req[1]), close(ans[0]);
-        spawner_loop(req[0], ans[1]);
-    }
-    close(req[0]), close(ans[1]);
-    g_spawn_req = req[1], g_spawn_ans = ans[0];
-}
-
-/* Runs sluice on cfg; returns events/s (0 on failure) and the peak RSS of its process tree. */
-static double run_sluice(const char *sluice, const char *cfg, uint64_t n, long *rss_kb)
-{
-    char msg[600] = {0};
-    snprintf(msg, 300, "%s", cfg);
-    snprintf(msg + 300, 300, "%s", sluice);
-    double res[2];
-    if (write(g_spawn_req, msg, sizeof msg) != (ssize_t)sizeof msg ||
-        read(g_spawn_ans, res, sizeof res) != (ssize_t)sizeof res || res[0] <= 0)
-        return 0;
-    *rss_kb = (long)res[1];
-    return (double)n / res[0];
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 int main(int argc, char **argv)
 {
-    spawner_start();
+    sl_bench_spawner_start();
     uint64_t n = 1000 * 1000;
     int runs = 3, c;
     const char *sluice = "build/sluice", *dir = "/tmp";
@@ -210,30 +140,31 @@ int main(int argc, char **argv)
         FILE *f = fopen(cfg, "w");
         fprintf(f,
                 "pipeline: { name: bench-files }\n"
-                "metrics: { summary_interval: 0s }\n"
+                "metrics: { enabled: false, summary_interval: 0s }\n"
                 "sources: [ { name: fleet, type: generator, count: %llu, devices: %d, payload_size: %d } ]\n"
                 "sinks: [ { name: out, type: file, from: fleet, dir: '%s', path: 'bench.%s', sync: none,\n"
                 "           compression: %s, compression_level: %d, rotate_size: 1TiB } ]\n",
                 (unsigned long long)n, DEVICES, PAYLOAD, out, v->ext, v->compression, v->level);
         fclose(f);
         double sl[99], raw[99];
-        long rss = 0;
+        sl_bench_proc_t mem = {0};
         for (int r = 0; r < runs; r++) {
-            long rk = 0;
+            sl_bench_proc_t pr;
             raw[r] = run_raw(v, &lines, n, raw_path);
-            sl[r] = run_sluice(sluice, cfg, n, &rk);
+            sl[r] = sl_bench_run_sluice(sluice, cfg, NULL, &pr) == 0 ? (double)n / pr.secs : 0;
             char rm[700];
             snprintf(rm, sizeof rm, "rm -rf '%s'", out);
             if (system(rm) != 0)
                 rc = 1;
-            rss = rk > rss ? rk : rss;
-            printf("%s run %d: sluice %.2fM events/s, raw %.2fM events/s, ratio %.2f, peak RSS %ld kB\n", v->name,
-                   r + 1, sl[r] / 1e6, raw[r] / 1e6, raw[r] > 0 ? sl[r] / raw[r] : 0, rk);
+            sl_bench_mem_max(&mem, &pr);
+            printf("%s run %d: sluice %.2fM events/s, raw %.2fM events/s, ratio %.2f, peak RSS %ld kB (one process), "
+                   "%ld kB PSS (all)\n",
+                   v->name, r + 1, sl[r] / 1e6, raw[r] / 1e6, raw[r] > 0 ? sl[r] / raw[r] : 0, pr.max_rss_kb,
+                   pr.pss_kb);
             fflush(stdout);
         }
-        double ms = median(sl, runs), mr = median(raw, runs);
-        printf("%s: events_per_s=%.0f raw_events_per_s=%.0f ratio=%.2f peak_rss_kb=%ld\n", v->name, ms, mr,
-               mr > 0 ? ms / mr : 0, rss);
+        double ms = sl_bench_median(sl, runs), mr = sl_bench_median(raw, runs);
+        sl_bench_result(v->name, ms, mr, &mem, NULL);
         rc |= !(ms > 0 && mr > 0);
     }
     unlink(cfg);

@@ -5,33 +5,17 @@
  * else done. The file is in the page cache for both (the raw read goes first).
  *
  * Each run prints its figures; the last line is the one a script reads: medians over the runs and the
- * peak RSS of the sluice process tree (wait4's ru_maxrss, what /usr/bin/time -v reports).
+ * memory of the sluice process tree (bench/common/bench.h).
  */
 #include <getopt.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
+#include "bench/common/bench.h"
 #include "ingest/capture/capture.h"
-
-static int run_cmd(char *const argv[], struct rusage *ru)
-{
-    pid_t pid = fork();
-    if (pid == 0) {
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    int status;
-    if (wait4(pid, &status, 0, ru) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        fprintf(stderr, "replay: %s %s failed (status 0x%x)\n", argv[0], argv[1], status);
-        return -1;
-    }
-    return 0;
-}
 
 /* The raw limit: every record read, its payload touched. */
 static double run_raw(const char *file, uint64_t n)
@@ -54,31 +38,15 @@ static double run_raw(const char *file, uint64_t n)
     return (double)n / secs;
 }
 
-static double run_replay(const char *sluice, const char *file, const char *cfg, uint64_t n, long *rss_kb)
+static double run_replay(const char *sluice, const char *file, const char *cfg, uint64_t n, sl_bench_proc_t *pr)
 {
     char *argv[] = {(char *)sluice, "replay", (char *)file, "-c", (char *)cfg, "--speed", "max", "-q", NULL};
-    struct rusage ru;
-    uint64_t t0 = sl_now_ns();
-    if (run_cmd(argv, &ru) != 0)
-        return 0;
-    *rss_kb = ru.ru_maxrss;
-    return (double)n / ((double)(sl_now_ns() - t0) / 1e9);
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+    return sl_bench_spawn(argv, NULL, pr) == 0 ? (double)n / pr->secs : 0;
 }
 
 int main(int argc, char **argv)
 {
+    sl_bench_spawner_start();
     const char *sluice = "build-bench/sluice", *dir = "/tmp";
     uint64_t n = 1000000;
     int runs = 5, c;
@@ -107,15 +75,16 @@ int main(int argc, char **argv)
                "sinks: [ { name: out, type: null, from: capture } ]\n");
     fclose(f);
     char *gen[] = {(char *)sluice, "gen", "-o", file, "-n", count, "-d", "1000", "-p", "sensor", NULL};
-    struct rusage ru;
-    int rc = run_cmd(gen, &ru);
+    sl_bench_proc_t pr, mem = {0};
+    int rc = sl_bench_spawn(gen, NULL, &pr);
     double ev[64], raw[64];
-    long rss = 0, peak = 0;
     for (int i = 0; rc == 0 && i < runs; i++) {
         raw[i] = run_raw(file, n);
-        ev[i] = run_replay(sluice, file, cfg, n, &rss);
-        peak = rss > peak ? rss : peak;
-        printf("run %d: replay %.0f events/s, raw read %.0f events/s, peak RSS %ld KiB\n", i + 1, ev[i], raw[i], rss);
+        ev[i] = run_replay(sluice, file, cfg, n, &pr);
+        sl_bench_mem_max(&mem, &pr);
+        printf(
+            "run %d: replay %.0f events/s, raw read %.0f events/s, peak RSS %ld kB (one process), %ld kB PSS (all)\n",
+            i + 1, ev[i], raw[i], pr.max_rss_kb, pr.pss_kb);
         fflush(stdout);
         if (ev[i] == 0 || raw[i] == 0)
             rc = 1;
@@ -124,7 +93,6 @@ int main(int argc, char **argv)
     unlink(cfg);
     if (rc != 0)
         return 1;
-    double e = median(ev, runs), r = median(raw, runs);
-    printf("replay: events_per_s=%.0f raw_events_per_s=%.0f ratio=%.2f peak_rss_kb=%ld\n", e, r, e / r, peak);
+    sl_bench_result("replay", sl_bench_median(ev, runs), sl_bench_median(raw, runs), &mem, NULL);
     return 0;
 }

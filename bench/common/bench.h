@@ -1,0 +1,54 @@
+/*
+ * What the benchmarks share: a spawner that runs the sluice binary and measures its process tree, medians,
+ * and the one line a script reads at the end of every benchmark.
+ *
+ * Memory of a multi-process sluice is reported three ways, because no single number is honest alone:
+ *  - max_rss_kb: wait4's ru_maxrss, the largest peak RSS of any one process of the tree (the master or a
+ *    worker). This is the figure /usr/bin/time -v prints as "Maximum resident set size".
+ *  - sum_rss_kb: the sum over every process of the tree of its own peak RSS (VmHWM), sampled every 50 ms.
+ *    Shared pages (the channels' rings, mapped by both of their ends) count once per process here, so it
+ *    overstates what the machine spends; an upper bound.
+ *  - pss_kb: the largest sum of PSS (shared pages split between the processes that map them) over the tree
+ *    at one sample: the memory the pipeline really holds at its peak, to within the 50 ms sampling.
+ * The spawner is forked at the very start of main, while the benchmark is small: a fork from a grown
+ * process would count its pages in the child's peak RSS before the exec.
+ */
+#ifndef SL_BENCH_H
+#define SL_BENCH_H
+
+#include <stdint.h>
+
+typedef struct sl_bench_proc_s {
+    double secs;     /* wall time from the fork to the exit of the master */
+    long max_rss_kb; /* largest peak RSS of one process (wait4, = /usr/bin/time -v) */
+    long sum_rss_kb; /* sum of every process's peak RSS (VmHWM; shared rings counted in each) */
+    long pss_kb;     /* largest sum of PSS over the tree at one sample */
+    int status;      /* wait status */
+    uint32_t nprocs; /* processes seen in the tree */
+} sl_bench_proc_t;
+
+/* Forks the spawner. Call first thing in main. */
+void sl_bench_spawner_start(void);
+
+/* Runs argv (argv[0] a path) through the spawner; stdout and stderr go to log_path when not NULL.
+ * Returns 0 when it exited 0, -1 otherwise (*res is filled either way). */
+int sl_bench_spawn(char *const argv[], const char *log_path, sl_bench_proc_t *res);
+
+/* `sluice run -c cfg` with stderr (the log) to log_path, or quiet (-q) when log_path is NULL. */
+int sl_bench_run_sluice(const char *sluice, const char *cfg, const char *log_path, sl_bench_proc_t *res);
+
+/* Folds one run's memory figures into the maxima kept over the runs. */
+void sl_bench_mem_max(sl_bench_proc_t *acc, const sl_bench_proc_t *run);
+
+/* Median of v[0..n) (sorts v). */
+double sl_bench_median(double *v, int n);
+
+/* The last line of a benchmark: "NAME: events_per_s=.. raw_events_per_s=.. ratio=.. peak_rss_kb=..
+ * sum_rss_kb=.. pss_kb=.." and the extra "key=value" pairs given (may be NULL). */
+void sl_bench_result(const char *name, double events, double raw, const sl_bench_proc_t *mem, const char *extra);
+
+/* Reads "lat p50 Xus p99 Yus p999 Zus" of sink `sink` from a total line in log_path (metrics.latency).
+ * Returns 0 and the three figures in microseconds, or -1 when absent. */
+int sl_bench_latency(const char *log_path, const char *sink, double us[3]);
+
+#endif /* SL_BENCH_H */
