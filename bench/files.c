@@ -1,18 +1,26 @@
 /*
  * bench/run files: sluice's file sink (generator -> file, the real binary) writing NDJSON plain, gzip
- * level 1 and 6, and zstd level 1, against the raw limit in the same run: the same bytes (the NDJSON lines
- * the sink writes, encoded beforehand by the sink's own encoder) written with fwrite, gzwrite (zlib, same
- * level) or a zstd stream (same level), in one file, from memory.
+ * level 1 and 6, and zstd level 1, against the raw limit in the same run.
  *
- * The sink runs with sync: none (the raw side does not fsync either), batches of 1000 events, one file
- * (rotate_size large). Each run deletes its output. The last line per variant is the one a script reads:
- * medians over the runs and the memory of the sluice process tree (bench/common/bench.h).
+ * What each side does, so that they compare like with like:
+ *  - sluice: the generator process makes each event and publishes it into the sink's channel; the sink
+ *    process takes it, encodes the NDJSON envelope (topic, key, qos, received_ns, attributes, payload
+ *    checked as JSON and inlined), and per batch of 1000 events writes one pwrite (plain), one gzip member
+ *    (deflate, same level) or one zstd frame (same level, with its checksum), sync: none, one file.
+ *  - raw: one process, events already built in memory in the channel's record layout (the same topic,
+ *    key, attribute and 180-byte payload as the generator's); it encodes each with the sink's own encoder
+ *    (the same bytes) into a 256 KiB buffer and writes that with fwrite, gzwrite (one gzip stream, same
+ *    level) or a zstd stream (same level, with a checksum), one file, no fsync.
+ * So the raw side does the encoding and the writing; what it does not do is generate the events and move
+ * them between processes. Each run deletes its output. The last line per variant is the one a script
+ * reads: medians over the runs and the memory of the sluice process tree (bench/common/bench.h).
  */
 #include <getopt.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 #include <zstd.h>
@@ -22,85 +30,130 @@
 
 #define PAYLOAD 180
 #define DEVICES 1000
+#define CHUNK (256u << 10)
 
 typedef struct variant_s {
     const char *name, *compression, *ext;
     int level;
 } variant_t;
 
-/* The NDJSON the sink writes for the generator's events, built with the sink's encoder. */
-static void build_lines(uint64_t n, sl_buf_t *out)
+/* The generator's events as channel records, one after the other (8-byte aligned), built untimed. */
+static void build_records(uint64_t n, sl_buf_t *out)
 {
-    uint8_t rec[1024];
+    uint64_t wall = 0;
     for (uint64_t i = 0; i < n; i++) {
         char topic[40], key[12], payload[PAYLOAD + 1];
+        /* Like the generator: one receive time (and payload ts) per demand batch of 500 events. */
+        if (i % 500 == 0)
+            wall = sl_wall_ns();
         unsigned d = (unsigned)(i % DEVICES);
         snprintf(topic, sizeof topic, "fleet/dev-%07u/telemetry", d);
         snprintf(key, sizeof key, "dev-%07u", d);
         int pl = snprintf(payload, sizeof payload,
-                          "{\"device\":\"dev-%07u\",\"seq\":%-20llu,\"ts\":1795617851537,\"temp\":21.50,\"hum\":40.2,"
+                          "{\"device\":\"dev-%07u\",\"seq\":%-20llu,\"ts\":%13llu,\"temp\":21.50,\"hum\":40.2,"
                           "\"bat\":3.71,\"pad\":\"",
-                          d, (unsigned long long)(i / DEVICES));
+                          d, (unsigned long long)(i / DEVICES), (unsigned long long)(wall / SL_NS_PER_MS));
         while (pl < PAYLOAD - 2)
             payload[pl++] = 'x';
         payload[pl++] = '"', payload[pl++] = '}';
-        sl_rec_t *r = (sl_rec_t *)rec;
-        memset(r, 0, sizeof *r);
+        size_t body = sl_rec_body_len((uint32_t)strlen(topic), 11, 24, PAYLOAD);
+        if (sl__buf_reserve(out, SL_ALIGN_UP(body, SL_REC_ALIGN)) != 0)
+            exit(1);
+        sl_rec_t *r = (sl_rec_t *)(out->p + out->len);
+        memset(r, 0, SL_ALIGN_UP(body, SL_REC_ALIGN));
         r->topic_len = (uint16_t)strlen(topic), r->key_len = 11, r->attr_len = 4 + 9 + 11, r->payload_len = PAYLOAD;
-        r->qos = 1, r->ingest_ns = sl_wall_ns();
+        r->qos = 1, r->ingest_ns = wall;
         uint8_t *p = (uint8_t *)(r + 1);
         memcpy(p, topic, r->topic_len), p += r->topic_len;
         memcpy(p, key, 11), p += 11;
         uint16_t nl = 9, vl = 11;
         memcpy(p, &nl, 2), memcpy(p + 2, &vl, 2), memcpy(p + 4, "device_id", 9), memcpy(p + 13, key, 11), p += 24;
         memcpy(p, payload, PAYLOAD);
-        r->len = (uint32_t)sl_rec_body_len(r->topic_len, 11, 24, PAYLOAD);
-        sl_event_t ev;
-        sl_event_from_rec(&ev, r);
-        sl__file_encode(out, SL_FILE_FMT_NDJSON, &ev);
+        r->len = (uint32_t)body;
+        out->len += SL_ALIGN_UP(body, SL_REC_ALIGN);
     }
 }
 
-static double run_raw(const variant_t *v, const sl_buf_t *lines, uint64_t n, const char *path)
+typedef struct raw_out_s {
+    FILE *f;
+    gzFile gz;
+    ZSTD_CCtx *zc;
+    uint8_t *zbuf;
+    size_t zcap;
+} raw_out_t;
+
+/* Writes buf[0..len) to the raw output; last ends the zstd frame. */
+static void raw_write(raw_out_t *o, const uint8_t *buf, size_t len, bool last)
 {
-    const size_t chunk = 1 << 18;
+    if (o->gz) {
+        gzwrite(o->gz, buf, (unsigned)len);
+        return;
+    }
+    if (o->zc == NULL) {
+        fwrite(buf, 1, len, o->f);
+        return;
+    }
+    ZSTD_inBuffer in = {buf, len, 0};
+    size_t left;
+    do {
+        ZSTD_outBuffer out = {o->zbuf, o->zcap, 0};
+        left = ZSTD_compressStream2(o->zc, &out, &in, last ? ZSTD_e_end : ZSTD_e_continue);
+        fwrite(o->zbuf, 1, out.pos, o->f);
+    } while (last ? left != 0 : in.pos < in.size);
+}
+
+static uint64_t file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+}
+
+/* The raw limit: encode every record with the sink's encoder, write in CHUNK-sized pieces. */
+static double run_raw(const variant_t *v, const sl_buf_t *recs, uint64_t n, const char *path, uint64_t *bytes,
+                      uint64_t *file_bytes)
+{
+    raw_out_t o = {0};
+    sl_buf_t enc = {0};
+    if (sl__buf_reserve(&enc, CHUNK + 65536) != 0)
+        exit(1);
     uint64_t t0 = sl_now_ns();
-    if (strcmp(v->compression, "none") == 0) {
-        FILE *f = fopen(path, "w");
-        for (size_t o = 0; o < lines->len; o += chunk)
-            fwrite(lines->p + o, 1, SL_MIN(chunk, lines->len - o), f);
-        fclose(f);
-    } else if (strcmp(v->compression, "gzip") == 0) {
+    if (strcmp(v->compression, "gzip") == 0) {
         char mode[8];
         snprintf(mode, sizeof mode, "wb%d", v->level);
-        gzFile gz = gzopen(path, mode);
-        gzbuffer(gz, 1 << 17);
-        for (size_t o = 0; o < lines->len; o += chunk)
-            gzwrite(gz, lines->p + o, (unsigned)SL_MIN(chunk, lines->len - o));
-        gzclose(gz);
+        o.gz = gzopen(path, mode);
+        gzbuffer(o.gz, 1 << 17);
     } else {
-        FILE *f = fopen(path, "w");
-        ZSTD_CCtx *zc = ZSTD_createCCtx();
-        ZSTD_CCtx_setParameter(zc, ZSTD_c_compressionLevel, v->level);
-        size_t cap = ZSTD_CStreamOutSize();
-        uint8_t *buf = malloc(cap);
-        for (size_t o = 0; o <= lines->len; o += chunk) {
-            bool last = o + chunk >= lines->len;
-            ZSTD_inBuffer in = {lines->p + o, last ? lines->len - o : chunk, 0};
-            size_t left;
-            do {
-                ZSTD_outBuffer out = {buf, cap, 0};
-                left = ZSTD_compressStream2(zc, &out, &in, last ? ZSTD_e_end : ZSTD_e_continue);
-                fwrite(buf, 1, out.pos, f);
-            } while (last ? left != 0 : in.pos < in.size);
-            if (last)
-                break;
-        }
-        free(buf);
-        ZSTD_freeCCtx(zc);
-        fclose(f);
+        o.f = fopen(path, "w");
     }
+    if (strcmp(v->compression, "zstd") == 0) {
+        o.zc = ZSTD_createCCtx();
+        ZSTD_CCtx_setParameter(o.zc, ZSTD_c_compressionLevel, v->level);
+        ZSTD_CCtx_setParameter(o.zc, ZSTD_c_checksumFlag, 1);
+        o.zcap = ZSTD_CStreamOutSize();
+        o.zbuf = malloc(o.zcap);
+    }
+    *bytes = 0;
+    for (size_t off = 0; off < recs->len;) {
+        const sl_rec_t *r = (const sl_rec_t *)(recs->p + off);
+        sl_event_t ev;
+        sl_event_from_rec(&ev, r);
+        sl__file_encode(&enc, SL_FILE_FMT_NDJSON, &ev);
+        off += SL_ALIGN_UP((size_t)r->len, SL_REC_ALIGN);
+        if (enc.len >= CHUNK || off >= recs->len) {
+            raw_write(&o, enc.p, enc.len, off >= recs->len);
+            *bytes += enc.len;
+            enc.len = 0;
+        }
+    }
+    if (o.gz)
+        gzclose(o.gz);
+    else
+        fclose(o.f);
     double secs = (double)(sl_now_ns() - t0) / 1e9;
+    ZSTD_freeCCtx(o.zc);
+    free(o.zbuf);
+    sl__buf_free(&enc);
+    *file_bytes = file_size(path);
     unlink(path);
     return (double)n / secs;
 }
@@ -128,8 +181,11 @@ int main(int argc, char **argv)
         {"files_gzip6", "gzip", "ndjson.gz", 6},
         {"files_zstd1", "zstd", "ndjson.zst", 1},
     };
-    sl_buf_t lines = {0};
-    build_lines(n, &lines);
+    sl_buf_t recs = {0};
+    build_records(n, &recs);
+    printf("sluice: generator -> file sink (NDJSON envelope, batches of 1000, sync none, one file)\n"
+           "raw:    the same records from memory, encoded by the sink's encoder, written by fwrite / gzwrite / "
+           "a zstd stream at the same level (one process)\n");
     char out[200], raw_path[220], cfg[220];
     snprintf(out, sizeof out, "%s/sluice-bench-files-%d", dir, (int)getpid());
     snprintf(raw_path, sizeof raw_path, "%s.raw", out);
@@ -150,17 +206,21 @@ int main(int argc, char **argv)
         sl_bench_proc_t mem = {0};
         for (int r = 0; r < runs; r++) {
             sl_bench_proc_t pr;
-            raw[r] = run_raw(v, &lines, n, raw_path);
+            uint64_t raw_bytes = 0, raw_file = 0;
+            raw[r] = run_raw(v, &recs, n, raw_path, &raw_bytes, &raw_file);
             sl[r] = sl_bench_run_sluice(sluice, cfg, NULL, &pr) == 0 ? (double)n / pr.secs : 0;
+            char sl_path[300];
+            snprintf(sl_path, sizeof sl_path, "%s/bench-0-0.%s", out, v->ext);
+            uint64_t sl_file = file_size(sl_path);
             char rm[700];
             snprintf(rm, sizeof rm, "rm -rf '%s'", out);
             if (system(rm) != 0)
                 rc = 1;
             sl_bench_mem_max(&mem, &pr);
             printf("%s run %d: sluice %.2fM events/s, raw %.2fM events/s, ratio %.2f, peak RSS %ld kB (one process), "
-                   "%ld kB PSS (all)\n",
-                   v->name, r + 1, sl[r] / 1e6, raw[r] / 1e6, raw[r] > 0 ? sl[r] / raw[r] : 0, pr.max_rss_kb,
-                   pr.pss_kb);
+                   "%ld kB PSS (all); file bytes sluice %llu, raw %llu (NDJSON %llu)\n",
+                   v->name, r + 1, sl[r] / 1e6, raw[r] / 1e6, raw[r] > 0 ? sl[r] / raw[r] : 0, pr.max_rss_kb, pr.pss_kb,
+                   (unsigned long long)sl_file, (unsigned long long)raw_file, (unsigned long long)raw_bytes);
             fflush(stdout);
         }
         double ms = sl_bench_median(sl, runs), mr = sl_bench_median(raw, runs);
@@ -168,6 +228,6 @@ int main(int argc, char **argv)
         rc |= !(ms > 0 && mr > 0);
     }
     unlink(cfg);
-    sl__buf_free(&lines);
+    sl__buf_free(&recs);
     return rc;
 }

@@ -158,6 +158,11 @@ int sl_dead_letter(sl_ctx_t *ctx, const sl_event_t *ev, const char *reason, cons
  * order. Returns 0, or SL_EINVAL for a token that is not outstanding. Worker thread only. */
 int sl_ack(sl_ctx_t *ctx, uint64_t token);
 
+/* SL_STAGE_ASYNC_ACK consumers: how many events the runtime hands over on one input before it waits for
+ * acknowledgements (the acknowledgement window). A batching sink must write its batches before it holds
+ * that many, or it waits for a timeout. Any stage callback, init included. */
+uint64_t sl_ctx_hold_limit(const sl_ctx_t *ctx);
+
 /* Events already published on the instance's first output (by it and its predecessors): where a
  * restarted producer resumes. */
 uint64_t sl_ctx_published(sl_ctx_t *ctx);

@@ -289,6 +289,15 @@ int sl_ack(sl_ctx_t *ctx, uint64_t token)
     return rc;
 }
 
+/* Events an SL_STAGE_ASYNC_ACK consumer may hold unacknowledged on one input (its acknowledgement window):
+ * several demand batches, so a sink can keep a few batches outstanding with the outside world. */
+static uint64_t sl__ack_window(const sl_conf_node_t *node) { return SL_MAX(4096u, 8u * node->max_demand); }
+
+uint64_t sl_ctx_hold_limit(const sl_ctx_t *ctx)
+{
+    return ctx->ack != NULL && ctx->inst->n_in > 0 ? ctx->ack[0].cap : sl__ack_window(ctx->node);
+}
+
 static int sl__ctx_init(sl_ctx_t *ctx, sl_runtime_t *rt, sl_inst_t *inst)
 {
     memset(ctx, 0, sizeof *ctx);
@@ -338,10 +347,8 @@ static int sl__ctx_init(sl_ctx_t *ctx, sl_runtime_t *rt, sl_inst_t *inst)
          * is then known (stats->suspect) and quarantined by our successor. */
         if (atomic_load(&s->restarts) > 0 && again > 0)
             ctx->careful_until[i] = sl_chan_read_events(ch) + again;
-        /* The window bounds the events in flight: several demand batches, so a sink can keep a few
-         * batches outstanding with the outside world. */
-        if (ctx->ack &&
-            sl__ackwin_init(&ctx->ack[i], SL_MAX(4096u, 8u * ctx->node->max_demand), sl_chan_read_events(ch)) != 0)
+        /* The window bounds the events in flight (sl__ack_window). */
+        if (ctx->ack && sl__ackwin_init(&ctx->ack[i], sl__ack_window(ctx->node), sl_chan_read_events(ch)) != 0)
             return SL_ENOMEM;
         sl_chan_ask(ch, sl_demand_start(&ctx->dem[i], sl_chan_read_events(ch), sl_chan_asked(ch)));
     }

@@ -143,6 +143,8 @@ static int sl__fsink_sync(sl_fsink_t *fs, sl_file_t *f)
 /* Syncs and renames f, acknowledging what waited for it; the slot becomes free. */
 static int sl__fsink_close(sl_fsink_t *fs, sl_file_t *f, const char *why)
 {
+    if (fs->last_file == f)
+        fs->last_file = NULL;
     sl_log(SL_LOG_DEBUG, fs->who, 0, "completing %s (%s, %llu bytes)", f->fd >= 0 ? f->final : f->rel, why,
            (unsigned long long)f->size);
     if (fs->sync == SL_FILE_SYNC_INTERVAL && sl__fsink_sync(fs, f) != 0)
@@ -231,10 +233,16 @@ static sl_file_t *sl__fsink_slot(sl_fsink_t *fs, const char *rel, size_t len)
     return free_slot;
 }
 
+static int sl__fsink_add(sl_fsink_t *fs, sl_file_t *f, uint32_t i);
+
 /* Puts the pending event i in its file's batch. Returns 0, SL_EAGAIN (no file slot now) or fatal. */
 static int sl__fsink_route(sl_fsink_t *fs, uint32_t i)
 {
     const sl_event_t *ev = &fs->pend[i].ev;
+    int64_t sec = (int64_t)(ev->ingest_ns / SL_NS_PER_S);
+    sl_file_t *f = fs->tpl_time_only && fs->last_sec == sec ? fs->last_file : NULL;
+    if (f != NULL)
+        return sl__fsink_add(fs, f, i);
     char rel[SL_FILE_PATH_MAX];
     int len = sl__tpl_expand(&fs->tpl, ev, rel, sizeof rel);
     if (len < 0) {
@@ -243,9 +251,18 @@ static int sl__fsink_route(sl_fsink_t *fs, uint32_t i)
         sl__plist_ack(fs, &one);
         return 0;
     }
-    sl_file_t *f = sl__fsink_slot(fs, rel, (size_t)len);
+    f = sl__fsink_slot(fs, rel, (size_t)len);
     if (f == NULL)
         return SL_EAGAIN;
+    fs->last_file = f;
+    fs->last_sec = sec;
+    return sl__fsink_add(fs, f, i);
+}
+
+/* Puts the pending event i in f's batch; writes the batch when full. Returns 0 or a fatal code. */
+static int sl__fsink_add(sl_fsink_t *fs, sl_file_t *f, uint32_t i)
+{
+    const sl_event_t *ev = &fs->pend[i].ev;
     if (f->batch.n == 0)
         f->batch_first_ns = sl_now_ns();
     sl__plist_push(fs, &f->batch, i);

@@ -53,11 +53,6 @@ static void sl__fsink_read_conf(sl_fsink_t *fs, const sl_conf_node_t *node)
     fs->batch_bytes = sl_conf_size(node, "batch_bytes");
     fs->batch_timeout_ns = sl_conf_duration(node, "batch_timeout");
     fs->max_open = (uint32_t)sl_conf_int(node, "max_open_files");
-    /* The runtime hands a sink at most max(4096, 8 * max_demand) unacknowledged events (its ack window),
-     * then waits. Batches spread over many files may never fill before that: past half the window every
-     * batch is written, so the sink never sits on a full window until batch_timeout. The input ring
-     * bounds what is in flight the same way, in bytes: past half its capacity every batch is written too. */
-    fs->hold_limit = (uint32_t)SL_MAX(4096u, 8u * node->max_demand) / 2;
     fs->hold_bytes_limit = node->capacity / 2;
 }
 
@@ -69,11 +64,20 @@ int sl__fsink_setup(sl_ctx_t *ctx, sl_fsink_t *fs)
     fs->dirfd = -1;
     fs->pend_free = SL_PEND_NIL;
     sl__fsink_read_conf(fs, node);
+    /* The runtime hands the sink at most sl_ctx_hold_limit() unacknowledged events, then waits. Batches
+     * spread over many files may never fill before that: past half the window every batch is written, so
+     * the sink never sits on a full window until batch_timeout. The input ring bounds what is in flight
+     * the same way, in bytes: past half its capacity every batch is written too (hold_bytes_limit). */
+    fs->hold_limit = (uint32_t)SL_MIN(sl_ctx_hold_limit(ctx) / 2, (uint64_t)UINT32_MAX);
     const char *why = NULL;
     if (sl__tpl_compile(&fs->tpl, sl_conf_str(node, "path"), &why) != 0) {
         sl_log(SL_LOG_ERROR, fs->who, SL_EINVAL, "path \"%s\": %s", sl_conf_str(node, "path"), why ? why : "");
         return SL_EINVAL;
     }
+    fs->tpl_time_only = true;
+    for (size_t i = 0; i < fs->tpl.n; i++)
+        fs->tpl_time_only =
+            fs->tpl_time_only && (fs->tpl.segs[i].kind == SL_TPL_LIT || fs->tpl.segs[i].kind == SL_TPL_TIME);
     fs->dir = strdup(sl_conf_str(node, "dir"));
     fs->files = calloc(fs->max_open, sizeof *fs->files);
     if (fs->dir == NULL || fs->files == NULL)

@@ -53,17 +53,63 @@ static void sl__js_ws(sl_js_t *j)
 
 static bool sl__js_value(sl_js_t *j);
 
+/* Bytes that stand for themselves inside a JSON string: not '"', not '\\', not a control character.
+ * (The validator lets DEL through, as JSON does; the encoder escapes it, see sl__put_jstr.) */
+static const uint8_t sl__js_plain[] = {
+#define SL_R16(v) v, v, v, v, v, v, v, v, v, v, v, v, v, v, v, v
+    SL_R16(0), SL_R16(0), /* 0x00-0x1f */
+    1,         1,         0,         1,         1,         1,         1,         1,         1,         1,
+    1,         1,         1,         1,         1,         1, /* 0x20-0x2f: '"' */
+    SL_R16(1), SL_R16(1), 1,         1,         1,         1,         1,         1,         1,         1,
+    1,         1,         1,         1,         0,         1,         1,         1, /* 0x50-0x5f: '\\' */
+    SL_R16(1), SL_R16(1), SL_R16(1), SL_R16(1), SL_R16(1), SL_R16(1), SL_R16(1), SL_R16(1), SL_R16(1), SL_R16(1),
+#undef SL_R16
+};
+_Static_assert(sizeof sl__js_plain == 256, "one entry per byte value");
+
+/* SWAR tests on 8 bytes at once (exact, no false positives): a byte equal to zero, a byte below n. */
+#define SL_ONES UINT64_C(0x0101010101010101)
+#define SL_HIGHS UINT64_C(0x8080808080808080)
+static inline uint64_t sl__has_zero(uint64_t v) { return (v - SL_ONES) & ~v & SL_HIGHS; }
+static inline uint64_t sl__has_below(uint64_t v, uint8_t n) { return (v - SL_ONES * n) & ~v & SL_HIGHS; }
+
+/* Length of the longest prefix of p[0..n) made of bytes that stand for themselves in a JSON string
+ * (no '"', '\\' or control character; with del, no 0x7f either): eight bytes per step. */
+static size_t sl__plain_run(const uint8_t *p, size_t n, bool del)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t v;
+        memcpy(&v, p + i, 8);
+        uint64_t bad = sl__has_below(v, 0x20) | sl__has_zero(v ^ (SL_ONES * '"')) | sl__has_zero(v ^ (SL_ONES * '\\'));
+        if (del)
+            bad |= sl__has_zero(v ^ (SL_ONES * 0x7f));
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        /* The lowest flagged byte is always a real match (a false flag needs a borrow from below). */
+        if (bad)
+            return i + (size_t)(__builtin_ctzll(bad) >> 3);
+#else
+        if (bad)
+            break;
+#endif
+    }
+    while (i < n && sl__js_plain[p[i]] && !(del && p[i] == 0x7f))
+        i++;
+    return i;
+}
+
 static bool sl__js_string(sl_js_t *j)
 {
     j->p++; /* the opening quote */
-    while (j->p < j->end) {
+    for (;;) {
+        j->p += sl__plain_run(j->p, (size_t)(j->end - j->p), false);
+        if (j->p >= j->end)
+            return false;
         uint8_t c = *j->p++;
         if (c == '"')
             return true;
-        if (c < 0x20)
-            return false;
         if (c != '\\')
-            continue;
+            return false; /* a control character */
         if (j->p >= j->end)
             return false;
         c = *j->p++;
@@ -76,7 +122,6 @@ static bool sl__js_string(sl_js_t *j)
             return false;
         }
     }
-    return false;
 }
 
 static bool sl__js_digits(sl_js_t *j)
@@ -183,25 +228,43 @@ static void sl__put(sl_buf_t *b, const void *s, size_t n)
     b->len += n;
 }
 
-/* A JSON string of arbitrary bytes: worst case 6 bytes per input byte plus quotes. */
+/* A JSON string of arbitrary bytes: worst case 6 bytes per input byte plus quotes. Runs of bytes that
+ * need no escape are copied whole. */
 static void sl__put_jstr(sl_buf_t *b, const uint8_t *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     b->p[b->len++] = '"';
-    for (size_t i = 0; i < n; i++) {
-        uint8_t c = s[i];
+    size_t i = 0;
+    while (i < n) {
+        size_t run = i + sl__plain_run(s + i, n - i, true);
+        sl__put(b, s + i, run - i);
+        if (run == n)
+            break;
+        uint8_t c = s[run];
         if (c == '"' || c == '\\') {
             b->p[b->len++] = '\\';
             b->p[b->len++] = c;
-        } else if (c < 0x20 || c == 0x7f) {
+        } else {
             sl__put(b, "\\u00", 4);
             b->p[b->len++] = hex[c >> 4];
             b->p[b->len++] = hex[c & 15];
-        } else {
-            b->p[b->len++] = c;
         }
+        i = run + 1;
     }
     b->p[b->len++] = '"';
+}
+
+/* Decimal digits of v (no snprintf on the per-event path). */
+static void sl__put_u64(sl_buf_t *b, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        b->p[b->len++] = (uint8_t)tmp[--n];
 }
 
 static void sl__put_b64(sl_buf_t *b, const uint8_t *s, size_t n)
@@ -233,8 +296,10 @@ static int sl__enc_ndjson(sl_buf_t *b, const sl_event_t *ev)
     sl__put_jstr(b, (const uint8_t *)ev->topic, ev->topic_len);
     sl__put(b, ",\"key\":", 7);
     sl__put_jstr(b, ev->key, ev->key_len);
-    b->len += (size_t)snprintf((char *)b->p + b->len, 64, ",\"qos\":%u,\"received_ns\":%llu",
-                               ev->rec ? ev->rec->qos : 0, (unsigned long long)ev->ingest_ns);
+    sl__put(b, ",\"qos\":", 7);
+    sl__put_u64(b, ev->rec ? ev->rec->qos : 0);
+    sl__put(b, ",\"received_ns\":", 15);
+    sl__put_u64(b, ev->ingest_ns);
     sl__put(b, ",\"attributes\":{", 15);
     const uint8_t *a = ev->attrs, *end = ev->attrs + ev->attr_len;
     bool first = true;

@@ -186,6 +186,11 @@ struct sl_fsink_s {
     uint64_t retry_ns, blocked_since_ns, blocked_episodes, blocked_retries;
     uint64_t next_sync_ns;
     sl_plist_t deferred; /* taken while blocked or without a free file slot, in arrival order */
+    /* Route cache for templates that depend on the time only (no {key}, {topic}, {ATTR}): every event of
+     * one receive second goes to the same file, found without expanding and hashing the path. */
+    bool tpl_time_only;
+    sl_file_t *last_file;
+    int64_t last_sec;
     /* Figures. */
     uint64_t files_done, events_written, bytes_written, recovered, evictions;
     uint32_t seq; /* file name counter */

@@ -118,11 +118,27 @@ static void test_template_bad(void **state)
 
 static void test_json_valid(void **state)
 {
-    static const char *const good[] = {"{}", "[]",      "{\"a\":1,\"b\":[true,false,null,-1.5e3,\"x\\u00e9\"]}",
-                                       "0",  " \"s\" ", "{\"a\":{\"b\":{}}}"};
-    static const char *const bad[] = {"",      "{",           "{\"a\":}",    "[1,]", "{\"a\" 1}",
-                                      "01x",   "{\"a\":1}\n", "{\n\"a\":1}", "tru",  "\"\\x\"",
-                                      "{} {}", "[\"\x01\"]",  "-",           "1."};
+    static const char *const good[] = {
+        "{}", "[]", "{\"a\":1,\"b\":[true,false,null,-1.5e3,\"x\\u00e9\"]}", "0", " \"s\" ", "{\"a\":{\"b\":{}}}",
+        /* long runs (validated eight bytes at a time) with escapes inside */
+        "\"abcdefghijklmnop\\\"qrstuvwxyz0123456789\\n\"", "[\"abcdefgh\",\"\x7f\xc3\xa9\"]"};
+    static const char *const bad[] = {"",
+                                      "{",
+                                      "{\"a\":}",
+                                      "[1,]",
+                                      "{\"a\" 1}",
+                                      "01x",
+                                      "{\"a\":1}\n",
+                                      "{\n\"a\":1}",
+                                      "tru",
+                                      "\"\\x\"",
+                                      "{} {}",
+                                      "[\"\x01\"]",
+                                      "-",
+                                      "1.",
+                                      "\"abcdefghi\x01jklmnopq\"",
+                                      "\"abcdefghijklmnopqrs",
+                                      "\"abcdefgh\\"};
     for (size_t i = 0; i < SL_ARRAY_LEN(good); i++)
         assert_true(sl__json_valid((const uint8_t *)good[i], strlen(good[i])));
     for (size_t i = 0; i < SL_ARRAY_LEN(bad); i++)
@@ -148,6 +164,15 @@ static void test_ndjson_envelope(void **state)
     make_event(buf, sizeof buf, "t", "k", "a", (const uint8_t *)"v", 1, "{bad", &ev);
     assert_int_equal(sl__file_encode(&b, SL_FILE_FMT_NDJSON, &ev), 0);
     assert_non_null(memmem(b.p, b.len, "\"payload_base64\":\"e2JhZA==\"}\n", 28));
+    /* Escapes inside and at the ends of long runs; DEL is escaped too. */
+    b.len = 0;
+    make_event(buf, sizeof buf, "abcdefghij\"klmnopqrstuvwxyz\\",
+               "\x7f"
+               "0123456789",
+               "a", (const uint8_t *)"v", 1, "1", &ev);
+    assert_int_equal(sl__file_encode(&b, SL_FILE_FMT_NDJSON, &ev), 0);
+    want = "{\"topic\":\"abcdefghij\\\"klmnopqrstuvwxyz\\\\\",\"key\":\"\\u007f0123456789\",";
+    assert_memory_equal(b.p, want, strlen(want));
     sl__buf_free(&b);
 }
 
