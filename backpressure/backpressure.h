@@ -146,6 +146,9 @@ void sl_chan_producer_attach(sl_chan_t *ch);
 /* Events the producer may still publish: asked - sent (re-reads asked only when the cached grant ran
  * out, unless refresh is set). */
 uint64_t sl_chan_grant(sl_chan_t *ch, bool refresh);
+/* The same figure, read fresh, without writing the producer's cached state: for a thread of the producer's
+ * process that is not the one writing (while that one is known to be idle). */
+uint64_t sl_chan_grant_peek(const sl_chan_t *ch);
 
 /*
  * Reserves room for a record whose header plus parts take body_len bytes (sl_rec_body_len()). Returns 0

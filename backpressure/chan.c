@@ -256,6 +256,12 @@ uint64_t sl_chan_grant(sl_chan_t *ch, bool refresh)
     return ch->p_asked > ch->p_sent ? ch->p_asked - ch->p_sent : 0;
 }
 
+uint64_t sl_chan_grant_peek(const sl_chan_t *ch)
+{
+    uint64_t asked = atomic_load_explicit(&ch->ctl->asked, memory_order_acquire);
+    return asked > ch->p_sent ? asked - ch->p_sent : 0;
+}
+
 /* Bytes a record of aligned size need takes at p_head, counting the padding to the end when it would
  * cross the end of the ring. */
 static inline uint64_t sl__chan_span(const sl_chan_t *ch, uint64_t need)

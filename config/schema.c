@@ -167,11 +167,14 @@ static const sl__key_t sl__keys[] = {
     {"sources.mqtt", "key_from", SL_PARAM_STRING, "", NULL, NULL, NULL, NULL, SL__NOCHECK, 0,
      "Template attribute that becomes the record key (e.g. `device_id`); empty = the topic."},
     {"sources.mqtt", "overflow", SL_PARAM_ENUM, "pause", NULL, NULL, NULL, "pause|drop_newest", SL__NOCHECK, 0,
-     "When no demand comes within wait_timeout: pause the connection (session kept), or drop the message."},
+     "When no demand comes within wait_timeout: pause the connection (session kept), or drop the message. "
+     "No `drop_oldest`: older events are already published to the next stage; for freshness let the broker "
+     "expire them (MQTT 5 message expiry) while paused."},
     {"sources.mqtt", "wait_timeout", SL_PARAM_DURATION, "2s", NULL, "0s", "1h", NULL, SL__NOCHECK, 0,
      "How long a message waits for demand before `overflow` applies; kept under a third of keepalive."},
     {"sources.mqtt", "overdraft", SL_PARAM_COUNT, "1000", NULL, "1", "1_000_000", NULL, SL__NOCHECK, 0,
-     "`pause`: messages that may go into the channel past the demand while the connection closes."},
+     "`pause`: events that may go into the channel past the demand while the connection closes: what the "
+     "broker had in flight (in_flight; mosquitto's max_inflight_messages for 3.1.1) is enough."},
     {"sources.mqtt", "reconnect_min", SL_PARAM_DURATION, "100ms", NULL, "1ms", "1h", NULL, SL__NOCHECK, 0,
      "First reconnect delay; it doubles (with jitter) up to reconnect_max."},
     {"sources.mqtt", "reconnect_max", SL_PARAM_DURATION, "30s", NULL, "1ms", "1h", NULL, SL__NOCHECK, 0,

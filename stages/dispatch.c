@@ -234,7 +234,7 @@ int sl__out_flush_stash(sl_inst_t *inst, sl_stash_t *st)
     return 0;
 }
 
-uint64_t sl__out_demand(sl_inst_t *inst)
+static uint64_t sl__out_demand_of(sl_inst_t *inst, bool peek)
 {
     uint64_t total = UINT64_MAX;
     for (uint32_t gi = 0; gi < inst->n_out; gi++) {
@@ -243,7 +243,7 @@ uint64_t sl__out_demand(sl_inst_t *inst)
         if (g->dead_letter) /* failures are rare: the dead-letter path does not set the pace */
             continue;
         for (uint32_t c = 0; c < g->n; c++) {
-            uint64_t gr = sl_chan_grant(g->chans[c], true);
+            uint64_t gr = peek ? sl_chan_grant_peek(g->chans[c]) : sl_chan_grant(g->chans[c], true);
             sum += gr;
             mn = SL_MIN(mn, gr);
             mx = SL_MAX(mx, gr);
@@ -257,6 +257,9 @@ uint64_t sl__out_demand(sl_inst_t *inst)
     }
     return total;
 }
+
+uint64_t sl__out_demand(sl_inst_t *inst) { return sl__out_demand_of(inst, false); }
+uint64_t sl__out_demand_peek(sl_inst_t *inst) { return sl__out_demand_of(inst, true); }
 
 uint64_t sl__out_publish(sl_inst_t *inst)
 {

@@ -175,6 +175,52 @@ static uint64_t sl__m_demand(const sl_runtime_t *rt, const sl_inst_t *inst)
 
 static uint64_t sl__m_up(const sl_runtime_t *rt, const sl_inst_t *inst) { return inst->state == SL_INST_RUNNING; }
 
+/* The family of stage metric `name` (first seen in instance first, entry e): HELP and TYPE once, then a
+ * sample for every instance that registered it. Names and help come from the workers' shared slots: the
+ * help is written escaped (backslash, newline) as the exposition format wants. */
+static void sl__stage_family(sl_buf_t *b, const sl_runtime_t *rt, size_t first, const struct sl_stage_metric_s *e)
+{
+    int nl = (int)strnlen(e->name, sizeof e->name); /* shared memory: never trust a terminator */
+    sl__buf_printf(b, "# HELP sluice_%.*s ", nl, e->name);
+    for (const char *h = e->help; *h && h < e->help + sizeof e->help; h++)
+        sl__buf_printf(b, "%s", *h == '\\' ? "\\\\" : *h == '\n' ? "\\n" : (char[2]){*h, 0});
+    sl__buf_printf(b, "\n# TYPE sluice_%.*s %s\n", nl, e->name, e->kind == SL_METRIC_GAUGE ? "gauge" : "counter");
+    for (size_t i = first; i < rt->n_inst; i++) {
+        const sl_inst_t *inst = &rt->inst[i];
+        uint32_t n = SL_MIN(atomic_load_explicit(&inst->stats->n_metrics, memory_order_acquire), SL_STAGE_METRICS);
+        for (uint32_t k = 0; k < n; k++) {
+            const struct sl_stage_metric_s *x = &inst->stats->metric[k];
+            if (strncmp(x->name, e->name, sizeof x->name) != 0)
+                continue;
+            sl__buf_printf(b, "sluice_%.*s{pipeline=\"%s\",node=\"%s\",instance=\"%u\"} %llu\n", nl, e->name,
+                           rt->cfg->pipeline_name, rt->cfg->nodes[inst->node].name, inst->index,
+                           (unsigned long long)atomic_load_explicit(&x->value, memory_order_relaxed));
+            break;
+        }
+    }
+}
+
+/* Every metric of the stages' own (sl_ctx_metric), one family per name, in the order first seen. */
+static void sl__stage_metrics(const sl_master_t *m, sl_buf_t *b)
+{
+    const sl_runtime_t *rt = m->rt;
+    for (size_t i = 0; i < rt->n_inst; i++) {
+        const sl_stats_slot_t *s = rt->inst[i].stats;
+        uint32_t n = SL_MIN(atomic_load_explicit(&s->n_metrics, memory_order_acquire), SL_STAGE_METRICS);
+        for (uint32_t k = 0; k < n; k++) {
+            bool seen = false; /* by an earlier instance (another node of the same type, or a sibling) */
+            for (size_t j = 0; j < i && !seen; j++) {
+                const sl_stats_slot_t *o = rt->inst[j].stats;
+                uint32_t on = SL_MIN(atomic_load_explicit(&o->n_metrics, memory_order_acquire), SL_STAGE_METRICS);
+                for (uint32_t q = 0; q < on && !seen; q++)
+                    seen = strncmp(o->metric[q].name, s->metric[k].name, sizeof o->metric[q].name) == 0;
+            }
+            if (!seen)
+                sl__stage_family(b, rt, i, &s->metric[k]);
+        }
+    }
+}
+
 static void sl__metrics_text(const sl_master_t *m, sl_buf_t *b)
 {
     sl__metric(b, m, "events_in_total", "counter", "Events taken by the instance (redeliveries included).",
@@ -190,6 +236,7 @@ static void sl__metrics_text(const sl_master_t *m, sl_buf_t *b)
                sl__m_queued);
     sl__metric(b, m, "demand_events", "gauge", "Events asked on its inputs and not yet sent.", sl__m_demand);
     sl__metric(b, m, "up", "gauge", "1 while the instance runs.", sl__m_up);
+    sl__stage_metrics(m, b);
 }
 
 static bool sl__healthy(const sl_master_t *m)

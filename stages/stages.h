@@ -128,6 +128,9 @@ int sl_emit(sl_ctx_t *ctx, const sl_emit_t *em);
 int sl_emit_event(sl_ctx_t *ctx, const sl_event_t *ev);
 /* Events the instance may emit now without stashing: the downstream demand. */
 uint64_t sl_ctx_demand(sl_ctx_t *ctx);
+/* The downstream demand, read only: writes nothing the emitting thread caches. For the worker thread of an
+ * SL_STAGE_EXTERNAL producer (handle_timer), which must not touch the outputs its stage's thread owns. */
+uint64_t sl_ctx_demand_peek(sl_ctx_t *ctx);
 
 /*
  * SL_STAGE_EXTERNAL producers, from their one event thread: waits up to timeout_ns for demand and ring
@@ -178,6 +181,28 @@ void sl_ctx_request_shutdown(sl_ctx_t *ctx);
 /* Counts events that failed (bad input, dead-lettered) for the statistics. */
 void sl_ctx_count_failed(sl_ctx_t *ctx, uint64_t n);
 
+/* ---- metrics of a stage's own ------------------------------------------------------------------- */
+
+typedef enum sl_metric_kind_e { SL_METRIC_COUNTER = 0, SL_METRIC_GAUGE = 1 } sl_metric_kind_t;
+
+#define SL_STAGE_METRICS 12 /* metrics of its own per instance */
+#define SL_METRIC_NAME_MAX 48
+#define SL_METRIC_HELP_MAX 104
+
+/*
+ * Registers a metric that only this stage type knows (a source's pauses, a sink's retries) in the instance's
+ * shared stats slot; the master serves it at /metrics as `sluice_<name>{pipeline,node,instance}` with help as
+ * its HELP text (cut to SL_METRIC_HELP_MAX - 1 bytes). name is [a-z_][a-z0-9_]*, shorter than
+ * SL_METRIC_NAME_MAX, and by Prometheus convention a counter's ends in `_total`; stage types prefix it with
+ * their own (`mqtt_`, `kafka_`, `file_`).
+ * Returns the metric's value word, which any thread of the instance may update with relaxed atomics
+ * (atomic_fetch_add_explicit / atomic_store_explicit, no lock, no system call); or NULL (logged) when the
+ * name is invalid or the slot's SL_STAGE_METRICS are taken. The value survives restarts of the instance:
+ * registering the same name again returns the same word, so counters stay cumulative like the built-in
+ * ones. Worker thread, from init (before the stage starts threads of its own).
+ */
+_Atomic uint64_t *sl_ctx_metric(sl_ctx_t *ctx, const char *name, sl_metric_kind_t kind, const char *help);
+
 /* ---- statistics (shared memory, one slot per instance) ------------------------------------------ */
 
 /* Latency histogram: microseconds in log-linear buckets, 8 per power of two, so a bucket is at most 12.5%
@@ -225,6 +250,15 @@ typedef struct sl_stats_slot_s {
     /* Sinks under metrics.latency: events by latency from ingest to acknowledgement (sl_lat_bucket). One
      * writer (the worker), plain counters: the master reads them for the final summary, after the exit. */
     _Alignas(SL_CACHELINE) uint64_t lat[SL_LAT_BUCKETS];
+    /* Metrics of the stage's own (sl_ctx_metric): entries [0, n_metrics) are set up; each entry's name, help
+     * and kind are written before n_metrics is raised past it (release), and never change after. */
+    _Alignas(SL_CACHELINE) _Atomic uint32_t n_metrics;
+    struct sl_stage_metric_s {
+        char name[SL_METRIC_NAME_MAX];
+        char help[SL_METRIC_HELP_MAX];
+        uint32_t kind; /* sl_metric_kind_t */
+        _Atomic uint64_t value;
+    } metric[SL_STAGE_METRICS];
 } sl_stats_slot_t;
 
 /* Why an instance last ended; the poison check trusts only causes the event itself can have caused. */

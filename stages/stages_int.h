@@ -227,6 +227,9 @@ static inline bool sl__stash_empty(const sl_stash_t *st) { return st->head == st
 int sl__out_emit(sl_inst_t *inst, sl_stash_t *st, const sl_emit_t *em, const sl_rec_t *raw, bool dead_letter);
 int sl__out_flush_stash(sl_inst_t *inst, sl_stash_t *st);
 uint64_t sl__out_demand(sl_inst_t *inst);
+/* The same without touching the producer side's cached grants (another thread of the instance may own
+ * them). */
+uint64_t sl__out_demand_peek(sl_inst_t *inst);
 uint64_t sl__out_publish(sl_inst_t *inst);
 bool sl__out_ready(sl_inst_t *inst, const sl_stash_t *st);
 void sl__out_close(sl_inst_t *inst);

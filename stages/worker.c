@@ -203,6 +203,7 @@ int sl_dead_letter(sl_ctx_t *ctx, const sl_event_t *ev, const char *reason, cons
 }
 
 uint64_t sl_ctx_demand(sl_ctx_t *ctx) { return sl__stash_empty(&ctx->stash) ? sl__out_demand(ctx->inst) : 0; }
+uint64_t sl_ctx_demand_peek(sl_ctx_t *ctx) { return sl__out_demand_peek(ctx->inst); }
 uint64_t sl_ctx_published(sl_ctx_t *ctx)
 {
     if (ctx->inst->n_out == 0)
@@ -233,6 +234,38 @@ void sl_ctx_request_shutdown(sl_ctx_t *ctx)
         kill(ctx->rt->master_pid, SIGTERM);
 }
 void sl_ctx_count_failed(sl_ctx_t *ctx, uint64_t n) { ctx->failed += n; }
+
+static bool sl__metric_name_ok(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n >= SL_METRIC_NAME_MAX || (name[0] >= '0' && name[0] <= '9'))
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= '0' && name[i] <= '9') || name[i] == '_'))
+            return false;
+    return true;
+}
+
+_Atomic uint64_t *sl_ctx_metric(sl_ctx_t *ctx, const char *name, sl_metric_kind_t kind, const char *help)
+{
+    sl_stats_slot_t *s = ctx->inst->stats;
+    uint32_t n = atomic_load_explicit(&s->n_metrics, memory_order_acquire);
+    for (uint32_t i = 0; i < n; i++) /* a restarted instance finds its predecessor's */
+        if (strcmp(s->metric[i].name, name) == 0)
+            return &s->metric[i].value;
+    if (!sl__metric_name_ok(name) || n >= SL_STAGE_METRICS) {
+        sl_log(SL_LOG_ERROR, ctx->inst->name, SL_EINVAL, "metric %s not registered (%s)", name,
+               n >= SL_STAGE_METRICS ? "no room left in the stats slot" : "invalid name");
+        return NULL;
+    }
+    struct sl_stage_metric_s *e = &s->metric[n];
+    snprintf(e->name, sizeof e->name, "%s", name);
+    snprintf(e->help, sizeof e->help, "%s", help ? help : "");
+    e->kind = (uint32_t)kind;
+    atomic_store_explicit(&e->value, 0, memory_order_relaxed);
+    atomic_store_explicit(&s->n_metrics, n + 1, memory_order_release); /* the master may read it from now on */
+    return &e->value;
+}
 
 static uint64_t sl__ctx_publish_stats(sl_ctx_t *ctx)
 {

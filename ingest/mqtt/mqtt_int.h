@@ -114,15 +114,22 @@ typedef struct sl_mqtt_s {
     _Atomic bool tls_error;     /* OpenSSL reported an error (init refuses to start on it) */
     _Atomic bool reset_backoff; /* a connect succeeded */
     _Atomic bool disc_done;     /* the last disconnect completed */
+    _Atomic uint64_t paused_ns; /* when the current pause began (set by the thread that paused) */
+    _Atomic int sock;           /* the connection's socket, found at each connect; -1 when not known */
     /* Worker thread only. */
     uint32_t downs_seen;
-    uint64_t backoff_ns, retry_at_ns, paused_ns;
+    uint64_t backoff_ns, retry_at_ns;
     unsigned seed;
     /* Callback thread only. */
     uint8_t attrs[SL_MQTT_ATTR_CAP];
     uint64_t log_ns, log_dropped, log_unacked;
-    /* Counters, written by the callback thread (read by the worker for its log lines). */
-    _Atomic uint64_t received, emitted, overdrafted, dropped, unacked, cut_attrs, pauses, connects;
+    uint64_t emitted;
+    uint64_t episode_over; /* events into the overdraft since the current pause was asked for */
+    /* Metrics in the instance's shared stats slot (sl_ctx_metric: /metrics), cumulative over restarts;
+     * written with relaxed atomics by whichever thread counts (mostly Paho's callback thread). */
+    _Atomic uint64_t *received, *overdrafted, *dropped, *unacked, *cut_attrs, *pauses, *connects;
+    _Atomic uint64_t *paused, *overdraft_peak; /* gauges: 1 while paused; the most one pause used */
+    _Atomic uint64_t spare_[9];                /* where a metric lives when the slot had no room */
 } sl_mqtt_t;
 
 /* Reads the node's params into m (mqtt_conf.c). Returns 0, or SL_EINVAL/SL_ENOENT after logging why.
@@ -133,5 +140,17 @@ void sl__mqtt_conf_free(sl_mqtt_t *m);
 /* Paho's message-arrived callback (mqtt_recv.c): turns the message into an event and emits it, applying
  * the overflow policy. Returns 1 when the message may be acknowledged to the broker. Paho's thread. */
 int sl__mqtt_arrived(void *context, char *topic, int topic_len, MQTTAsync_message *msg);
+
+/* Pauses the flow now: moves UP -> PAUSING and starts the disconnect that keeps the session; from the
+ * message callback (in_callback) it also shuts the connection's socket down, so the flow stops at once.
+ * Either thread (Paho allows its calls from its callbacks: the disconnect is queued to its send thread).
+ * Returns true when this call paused. */
+bool sl__mqtt_pause(sl_mqtt_t *m, bool in_callback);
+
+static inline void sl__mqtt_add(_Atomic uint64_t *c, uint64_t n)
+{
+    atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+}
+static inline uint64_t sl__mqtt_get(_Atomic uint64_t *c) { return atomic_load_explicit(c, memory_order_relaxed); }
 
 #endif /* SL_MQTT_INT_H */

@@ -11,8 +11,9 @@
  * Flow control: Paho services nothing on the connection while this callback runs, and the broker drops a
  * client that is silent for 1.5 keep-alives, so the wait for demand is bounded (wait_timeout, at most a
  * third of the keep-alive). Past it the overflow policy applies: `pause` puts the event into the
- * channel's bounded overdraft (still shared memory), returns, and asks the worker thread to disconnect
- * cleanly with the session kept; `drop_newest` drops it, counted and logged at most once a second.
+ * channel's bounded overdraft (still shared memory) and pauses the flow right here (sl__mqtt_pause: a
+ * disconnect that keeps the session, and the socket shut down so nothing more than the broker's in-flight
+ * window arrives); `drop_newest` drops it, counted and logged at most once a second.
  */
 #include <string.h>
 
@@ -26,15 +27,16 @@ static void sl__mqtt_report(sl_mqtt_t *m, const char *what)
     uint64_t now = sl_now_ns();
     if (now - m->log_ns < SL_NS_PER_S)
         return;
+    uint64_t dropped = sl__mqtt_get(m->dropped), unacked = sl__mqtt_get(m->unacked);
     sl_log(SL_LOG_WARN, m->who, 0,
            "%s: %llu dropped in all (%llu since the last line), %llu overdraft-full waits (%llu since), "
            "no demand within %llu ms",
-           what, (unsigned long long)m->dropped, (unsigned long long)(m->dropped - m->log_dropped),
-           (unsigned long long)m->unacked, (unsigned long long)(m->unacked - m->log_unacked),
+           what, (unsigned long long)dropped, (unsigned long long)(dropped - m->log_dropped),
+           (unsigned long long)unacked, (unsigned long long)(unacked - m->log_unacked),
            (unsigned long long)(m->wait_ns / SL_NS_PER_MS));
     m->log_ns = now;
-    m->log_dropped = m->dropped;
-    m->log_unacked = m->unacked;
+    m->log_dropped = dropped;
+    m->log_unacked = unacked;
 }
 
 /* MQTT 5 properties that become attributes: user properties by their own name, content type, response
@@ -60,7 +62,7 @@ static void sl__mqtt_props(sl_mqtt_t *m, const MQTTProperties *props, size_t *le
         default: break;
         }
         if (rc != 0)
-            m->cut_attrs++;
+            sl__mqtt_add(m->cut_attrs, 1);
     }
 }
 
@@ -75,25 +77,34 @@ static int sl__mqtt_take(sl_mqtt_t *m, const sl_emit_t *em)
         return 1;
     }
     if (rc == SL_EMSGSIZE) {
-        m->dropped++;
+        sl__mqtt_add(m->dropped, 1);
         sl_log(SL_LOG_ERROR, m->who, rc, "message of %u bytes on %.*s can never fit the channel: dropped",
                em->payload_len, (int)em->topic_len, em->topic);
         return 1;
     }
     if (rc == SL_ETIMEDOUT && !m->pause_policy) {
-        m->dropped++;
+        sl__mqtt_add(m->dropped, 1);
         sl__mqtt_report(m, "overflow drop_newest");
         return 1;
     }
     /* `pause`, or stopping: keep the event in the overdraft so that it is acknowledged exactly once. */
     if (sl_emit_overdraft(m->ctx, em, m->overdraft) == 0) {
-        m->overdrafted++;
-        if (rc == SL_ETIMEDOUT && !atomic_exchange(&m->pause_req, true))
+        sl__mqtt_add(m->overdrafted, 1);
+        if (rc == SL_ETIMEDOUT && !atomic_exchange(&m->pause_req, true)) {
+            m->episode_over = 0;
+            /* Pause from here, at once: the disconnect is queued to Paho's send thread now rather than at the
+             * worker's next tick, so what arrives meanwhile (and must fit the overdraft) is only what Paho
+             * reads before its send thread gets the client's lock. */
+            bool paused = sl__mqtt_pause(m, true);
             sl_log(SL_LOG_WARN, m->who, 0,
-                   "overflow pause: no demand within %llu ms; pausing the connection with the session kept "
-                   "(%llu received, %llu in the overdraft so far)",
-                   (unsigned long long)(m->wait_ns / SL_NS_PER_MS), (unsigned long long)m->received,
-                   (unsigned long long)m->overdrafted);
+                   "overflow pause: no demand within %llu ms; %s with the session kept (%llu received, %llu in "
+                   "the overdraft so far)",
+                   (unsigned long long)(m->wait_ns / SL_NS_PER_MS),
+                   paused ? "disconnecting" : "pausing once the connection is up",
+                   (unsigned long long)sl__mqtt_get(m->received), (unsigned long long)sl__mqtt_get(m->overdrafted));
+        }
+        if (++m->episode_over > sl__mqtt_get(m->overdraft_peak))
+            atomic_store_explicit(m->overdraft_peak, m->episode_over, memory_order_relaxed);
         return 1;
     }
     /* The overdraft is full too. A message left to Paho (returning 0) is not offered again after the
@@ -101,7 +112,7 @@ static int sl__mqtt_take(sl_mqtt_t *m, const sl_emit_t *em)
      * reporting each: the worst case is the broker dropping the connection for silence, after which it
      * delivers again what was not acknowledged (duplicates, no loss). Only a stop leaves it to Paho. */
     while (rc != SL_ECANCELED) {
-        m->unacked++;
+        sl__mqtt_add(m->unacked, 1);
         sl__mqtt_report(m, "overflow pause: overdraft full, waiting for room");
         rc = sl_emit_wait(m->ctx, em, m->wait_ns ? m->wait_ns : SL_MQTT_RETRY_NS);
         if (rc == 0) {
@@ -116,12 +127,12 @@ int sl__mqtt_arrived(void *context, char *topic, int topic_len, MQTTAsync_messag
 {
     sl_mqtt_t *m = context;
     size_t tlen = topic_len > 0 ? (size_t)topic_len : strlen(topic);
-    m->received++;
+    sl__mqtt_add(m->received, 1);
     size_t alen = 0;
     const char *key = topic;
     size_t key_len = tlen;
     if (sl_mqtt_tpl_match(&m->tpl, topic, tlen, m->attrs, sizeof m->attrs, &alen, &key, &key_len) < 0)
-        m->cut_attrs++;
+        sl__mqtt_add(m->cut_attrs, 1);
     if (msg->properties.count > 0)
         sl__mqtt_props(m, &msg->properties, &alen);
     sl_emit_t em = {.topic = topic,

@@ -202,6 +202,33 @@ size_t sl_th_children(pid_t parent, pid_t *out, size_t cap)
 #include <stdatomic.h>
 #include <sys/socket.h>
 
+/* GET path from 127.0.0.1:port; returns the whole response (static buffer) or NULL. */
+const char *sl_th_http_get(int port, const char *path)
+{
+    static char resp[1 << 16];
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return NULL;
+    }
+    char req[256];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", path);
+    if (write(fd, req, (size_t)n) != n) {
+        close(fd);
+        return NULL;
+    }
+    size_t len = 0;
+    ssize_t r;
+    while (len < sizeof resp - 1 && (r = read(fd, resp + len, sizeof resp - 1 - len)) > 0)
+        len += (size_t)r;
+    resp[len] = 0;
+    close(fd);
+    return resp;
+}
+
 int sl_th_free_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

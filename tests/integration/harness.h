@@ -55,6 +55,9 @@ typedef struct sl_th_mosq_s {
     char data[300]; /* persistence directory */
 } sl_th_mosq_t;
 
+/* GET path from 127.0.0.1:port (/metrics, /healthz); returns the whole response (a static buffer, replaced
+ * on each call) or NULL. */
+const char *sl_th_http_get(int port, const char *path);
 /* A free TCP port on 127.0.0.1 (bound then released), or 0. */
 int sl_th_free_port(void);
 /*

@@ -331,15 +331,42 @@ static void test_broker_restart(void **state)
     assert_verify(&fx->th, "out", 1800, 3);
 }
 
+/* The log without its summary lines (they crowd out the rest in a failure message). */
+static const char *log_tail(sl_th_t *th)
+{
+    static char out[24000];
+    size_t n = 0;
+    for (const char *l = sl_th_log(th); l && *l;) {
+        const char *e = strchr(l, '\n');
+        size_t len = e ? (size_t)(e - l) + 1 : strlen(l);
+        if (!memmem(l, len, "[summary]", 9) && n + len < sizeof out) {
+            memcpy(out + n, l, len);
+            n += len;
+        }
+        l += len;
+    }
+    out[n] = 0;
+    return out;
+}
+
+/* The value of sample `name{...node="NODE"...}` in a /metrics answer, or -1. */
+static long long metric_value(const char *resp, const char *name, const char *node)
+{
+    char tag[160];
+    snprintf(tag, sizeof tag, "sluice_%s{pipeline=\"t\",node=\"%s\",instance=\"0\"} ", name, node);
+    const char *p = resp ? strstr(resp, tag) : NULL;
+    return p ? strtoll(p + strlen(tag), NULL, 10) : -1;
+}
+
 /*
  * A sink stalled (SIGSTOP) for three keep-alive periods while QoS 1 messages keep coming: the source
  * pauses (logged with figures) by disconnecting with its session kept, the broker never drops it for
  * silence ("exceeded timeout"), and once the sink resumes every sequence number published meanwhile
- * arrives (the broker's queue limit is set above the stream). The source's overdraft, and the sink's
- * channel under it, have room for everything that can arrive before the pause's disconnect takes effect:
- * until then Paho keeps delivering at full speed (the disconnect waits for Paho's lock), and with a
- * 64 KiB channel or the default overdraft of 1000 the callback then had to block and the broker dropped
- * the client for silence (a limit of the source, noted in issue 5).
+ * arrives (the broker's queue limit is set above the stream). The channel is small (64 KiB) and the
+ * overdraft is the in-flight window (20): at the first event past the demand the callback pauses and shuts
+ * the connection down, so only what the broker had sent and not yet had acknowledged can still arrive.
+ * Memory stays at its bound: the overdraft never overflowed (no wait for room), and /metrics shows the most
+ * one pause used.
  */
 static void test_stalled_sink_pause(void **state)
 {
@@ -347,27 +374,41 @@ static void test_stalled_sink_pause(void **state)
     start_broker(fx, "max_queued_bytes 0");
     sl_th_config(&fx->th,
                  "pipeline: { name: t }\n"
-                 "metrics: { summary_interval: 100ms }\n"
+                 "metrics: { summary_interval: 100ms, listen: \"127.0.0.1:0\" }\n"
                  "sources:\n"
                  "  - { name: mq, type: mqtt, urls: \"%s\", client_id: stall-test, topics: \"s/+\",\n"
                  "      topic_template: \"s/{device_id}\", key_from: device_id, keepalive: 2s,\n"
-                 "      wait_timeout: 500ms, in_flight: 20, overdraft: 10_000 }\n"
+                 "      wait_timeout: 500ms, in_flight: 20, overdraft: 20 }\n"
                  "sinks:\n"
-                 "  - { name: out, type: null, from: mq, verify_sequence: true, capacity: 4MiB,\n"
+                 "  - { name: out, type: null, from: mq, verify_sequence: true, capacity: 64KiB,\n"
                  "      max_demand: 100 }\n",
                  fx->url);
     start_sluice(&fx->th, "-v");
+    uint64_t port = 0;
+    assert_true(sl_th_log_number(&fx->th, "serving http://127.0.0.1:", "127.0.0.1:", &port));
     pid_t sink = sl_th_worker_pid(&fx->th, "out#0");
     assert_true(sink > 0);
     assert_int_equal(kill(sink, SIGSTOP), 0);
     publish(fx, 5, 1, "s/d%u", 4, 0, 1500);
     assert_true(sl_th_wait_log(&fx->th, "overflow pause: no demand", 10000));
     /* The stall itself: three keep-alives during which the broker must not drop the client. */
-    assert_false(sl_th_wait_log(&fx->th, "connection lost", 6000));
-    assert_int_equal(sl_th_mosq_log_count(&fx->mq, "exceeded timeout"), 0);
+    if (sl_th_wait_log(&fx->th, "connection lost", 6000) || sl_th_mosq_log_count(&fx->mq, "exceeded timeout") != 0)
+        fail_msg("the broker dropped the paused source; log:\n%s", log_tail(&fx->th));
+    const char *r = sl_th_http_get((int)port, "/metrics");
+    assert_int_equal(metric_value(r, "mqtt_paused", "mq"), 1);
     assert_int_equal(kill(sink, SIGCONT), 0);
     assert_true(sl_th_wait_log(&fx->th, "overflow pause: resuming after", 20000));
     wait_count(&fx->th, "out", "in", 6000, 30000);
+    r = sl_th_http_get((int)port, "/metrics");
+    long long peak = metric_value(r, "mqtt_overdraft_peak_events", "mq");
+    print_message("stalled sink: %lld pauses, at most %lld events in the overdraft of 20, %lld received\n",
+                  metric_value(r, "mqtt_pauses_total", "mq"), peak, metric_value(r, "mqtt_received_total", "mq"));
+    assert_true(metric_value(r, "mqtt_pauses_total", "mq") >= 1);
+    assert_true(peak >= 1 && peak <= 20);
+    assert_int_equal(metric_value(r, "mqtt_overdraft_full_waits_total", "mq"), 0);
+    assert_true(metric_value(r, "mqtt_received_total", "mq") >= 6000);
+    assert_int_equal(metric_value(r, "mqtt_dropped_total", "mq"), 0);
+    assert_non_null(strstr(r, "# TYPE sluice_mqtt_paused gauge"));
     stop_sluice(&fx->th);
     assert_int_equal(sl_th_mosq_log_count(&fx->mq, "exceeded timeout"), 0);
     assert_verify(&fx->th, "out", 6000, 4);

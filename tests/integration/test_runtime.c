@@ -137,33 +137,6 @@ static void test_dead_letter_routing(void **state)
     assert_non_null(strstr(sl_th_log(th), "failed 10000")); /* the summary counts them as failed */
 }
 
-/* GET path from 127.0.0.1:port; returns the whole response (static buffer) or NULL. */
-static const char *http_get(int port, const char *path)
-{
-    static char resp[1 << 16];
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-        if (fd >= 0)
-            close(fd);
-        return NULL;
-    }
-    char req[256];
-    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", path);
-    if (write(fd, req, (size_t)n) != n) {
-        close(fd);
-        return NULL;
-    }
-    size_t len = 0;
-    ssize_t r;
-    while (len < sizeof resp - 1 && (r = read(fd, resp + len, sizeof resp - 1 - len)) > 0)
-        len += (size_t)r;
-    resp[len] = 0;
-    close(fd);
-    return resp;
-}
-
 /* /metrics serves every instance's counters in Prometheus text; /healthz says 200 ok while all is well. */
 static void test_metrics_and_healthz(void **state)
 {
@@ -180,7 +153,7 @@ static void test_metrics_and_healthz(void **state)
     const char *needle = "sluice_events_in_total{pipeline=\"m\",node=\"out\",instance=\"0\"} ";
     uint64_t in = 0, deadline = sl_now_ns() + 30 * SL_NS_PER_S;
     while (in == 0 && sl_now_ns() < deadline) {
-        const char *r = http_get((int)port, "/metrics");
+        const char *r = sl_th_http_get((int)port, "/metrics");
         assert_non_null(r);
         assert_non_null(strstr(r, "HTTP/1.1 200 OK"));
         assert_non_null(strstr(r, "# TYPE sluice_events_in_total counter"));
@@ -189,11 +162,11 @@ static void test_metrics_and_healthz(void **state)
         in = strtoull(v + strlen(needle), NULL, 10);
     }
     assert_true(in > 0);
-    const char *h = http_get((int)port, "/healthz");
+    const char *h = sl_th_http_get((int)port, "/healthz");
     assert_non_null(h);
     assert_non_null(strstr(h, "HTTP/1.1 200 OK"));
     assert_non_null(strstr(h, "\r\n\r\nok\n"));
-    assert_non_null(strstr(http_get((int)port, "/nope"), "404 Not Found"));
+    assert_non_null(strstr(sl_th_http_get((int)port, "/nope"), "404 Not Found"));
     kill(th->pid, SIGTERM);
     assert_clean_exit(th, 60000);
 }
