@@ -158,6 +158,22 @@ static void spawn_one(const char *msg, sl_bench_proc_t *res)
     }
 }
 
+void sl_bench_tree_sample(int root_pid, sl_bench_proc_t *acc)
+{
+    pid_t now[SL_BENCH_PIDS];
+    size_t k = tree_pids((pid_t)root_pid, now, SL_BENCH_PIDS);
+    long sum = 0, pss = 0;
+    for (size_t i = 0; i < k; i++) {
+        long hwm = proc_kb(now[i], "status", "VmHWM:"), p = proc_kb(now[i], "smaps_rollup", "Pss:");
+        acc->max_rss_kb = SL_MAX(acc->max_rss_kb, hwm);
+        sum += SL_MAX(hwm, 0);
+        pss += SL_MAX(p, 0);
+    }
+    acc->sum_rss_kb = SL_MAX(acc->sum_rss_kb, sum);
+    acc->pss_kb = SL_MAX(acc->pss_kb, pss);
+    acc->nprocs = SL_MAX(acc->nprocs, (uint32_t)k);
+}
+
 static void spawner_loop(int req, int ans)
 {
     static char msg[SL_BENCH_MSG];

@@ -37,6 +37,10 @@ int sl_bench_spawn(char *const argv[], const char *log_path, sl_bench_proc_t *re
 /* `sluice run -c cfg` with stderr (the log) to log_path, or quiet (-q) when log_path is NULL. */
 int sl_bench_run_sluice(const char *sluice, const char *cfg, const char *log_path, sl_bench_proc_t *res);
 
+/* For a process tree started another way (the MQTT harness): samples it once now and folds what it sees
+ * into *acc (each process's VmHWM counted in max and sum, the tree's PSS now in pss_kb). */
+void sl_bench_tree_sample(int root_pid, sl_bench_proc_t *acc);
+
 /* Folds one run's memory figures into the maxima kept over the runs. */
 void sl_bench_mem_max(sl_bench_proc_t *acc, const sl_bench_proc_t *run);
 
