@@ -1,0 +1,272 @@
+/*
+ * bench/run overload: a source that cannot be paused, fed at three times what the pipeline can take, and
+ * what sluice does about it. The pipeline: mosquitto -> mqtt source (QoS 0) -> decode -> file sink with
+ * sync: batch and batch_size 10 (an fdatasync every 10 events: a slow disk's pace, tens of thousands of
+ * events a second here), 1 MiB channels.
+ *
+ *  1. The maximum M: a backlog of QoS 1 messages queued for sluice's persistent session, drained (time from
+ *     the connection to the last event in the sink).
+ *  2. For each overflow policy (drop_newest, pause): `sluice gen --mqtt` publishes QoS 0 at 3 x M for a few
+ *     seconds (MQTT QoS 0 cannot be slowed by the subscriber: the broker sends, or drops when the client is
+ *     away). The memory of the sluice process tree is sampled every 50 ms; at the end the source's own
+ *     counters (received, dropped, pauses, connects) and the sink's sequence check are read from the log.
+ *
+ * The result line per policy: events_per_s = events the sink took per second of publishing, raw = M, and
+ * offered (the publisher's achieved rate), published, received by sluice, dropped by sluice (counted),
+ * lost elsewhere (published - received: the broker's drops, for a paused client QoS 0 is not queued),
+ * pauses, and the sink's lost/duplicates by sequence (every message sluice did not deliver, by any cause).
+ */
+#include <MQTTAsync.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bench/common/bench.h"
+#include "common/sl.h"
+/* The integration tests' helpers (mosquitto on a free port, Paho publishers), compiled in. */
+#include "tests/integration/harness.c"
+
+typedef struct ov_s {
+    const char *sluice;
+    sl_th_t th;
+    sl_th_mosq_t mq;
+    char url[64];
+} ov_t;
+
+static void pause_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static uint64_t wall_ms(void) { return sl_wall_ns() / SL_NS_PER_MS; }
+
+static void config(ov_t *o, int qos, const char *overflow)
+{
+    sl_th_config(&o->th,
+                 "pipeline: { name: bench-overload }\n"
+                 "metrics: { enabled: false, summary_interval: 10ms }\n"
+                 "channels: { capacity: 1MiB }\n"
+                 "sources:\n"
+                 "  - { name: mq, type: mqtt, urls: \"%s\", client_id: bench-ov, topics: \"fleet/#\", qos: %d,\n"
+                 "      overflow: %s, wait_timeout: 100ms, topic_template: \"fleet/{device_id}/telemetry\",\n"
+                 "      key_from: device_id }\n"
+                 "stages: [ { name: decode, type: decode, from: mq } ]\n"
+                 "sinks:\n"
+                 "  - { name: out, type: file, from: decode, dir: '%s/files', path: 'x.ndjson', sync: batch,\n"
+                 "      batch_size: 10, batch_timeout: 10ms, rotate_size: 64MiB }\n"
+                 "  - { name: check, type: null, from: decode, verify_sequence: true }\n",
+                 o->url, qos, overflow, o->th.dir);
+}
+
+static bool start(ov_t *o)
+{
+    if (truncate(o->th.log, 0) != 0 && errno != ENOENT) /* see bench/mqtt.c: never read a previous log */
+        perror("truncate");
+    sl_th_start(&o->th, "run", NULL);
+    return sl_th_wait_log(&o->th, "subscribed to", 20000);
+}
+
+static void stop(ov_t *o)
+{
+    kill(o->th.pid, SIGTERM);
+    sl_th_wait(&o->th, 120000);
+}
+
+/* "12", "200.0k", "1.20M" -> the number. */
+static double human(const char *p)
+{
+    char *e;
+    double v = strtod(p, &e);
+    return *e == 'k' ? v * 1e3 : *e == 'M' ? v * 1e6 : v;
+}
+
+static uint64_t line_ms(const char *line)
+{
+    int h, m, s, ms;
+    if (sscanf(line, "%d:%d:%d.%d", &h, &m, &s, &ms) != 4)
+        return 0;
+    uint64_t day = wall_ms() / 86400000 * 86400000;
+    return day + (uint64_t)(((h * 60 + m) * 60 + s) * 1000 + ms);
+}
+
+/* The file sink's count in the last summary line and the time of the first line that showed it. */
+static double sink_count(ov_t *o, uint64_t *t_ms)
+{
+    double count = 0;
+    *t_ms = 0;
+    for (const char *l = sl_th_log(&o->th); l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        const char *eol = strchr(l, '\n'), *hit = strstr(l, " out in ");
+        if (hit == NULL || (eol && hit > eol))
+            continue;
+        double v = human(hit + 8);
+        if (v > count)
+            count = v, *t_ms = line_ms(l);
+    }
+    return count;
+}
+
+/* Waits until the sink has n events or made no progress for quiet_ms; returns its count. */
+static double await_sink(ov_t *o, double n, int quiet_ms, uint64_t *t_ms)
+{
+    double got = 0;
+    uint64_t seen = wall_ms();
+    while (got < n && wall_ms() - seen < (uint64_t)quiet_ms) {
+        pause_ms(20);
+        double now = sink_count(o, t_ms);
+        if (now > got)
+            got = now, seen = wall_ms();
+    }
+    return got;
+}
+
+/* The maximum: a QoS 1 backlog of n drained by the pipeline. */
+static double measure_max(ov_t *o, uint64_t n)
+{
+    config(o, 1, "pause");
+    if (!start(o))
+        return 0;
+    stop(o);
+    sl_th_pub_t p = {.url = o->url,
+                     .version = 4,
+                     .qos = 1,
+                     .topic_fmt = "fleet/dev-%07u/telemetry",
+                     .devices = 100,
+                     .count = n / 100,
+                     .pad = 130};
+    if (sl_th_publish(&p) != (long)(n / 100 * 100))
+        return 0;
+    if (!start(o))
+        return 0;
+    /* From the connection: the start of the line that says "connected to". */
+    const char *log = sl_th_log(&o->th), *c = strstr(log, "connected to");
+    while (c && c > log && c[-1] != '\n')
+        c--;
+    uint64_t t0 = c ? line_ms(c) : 0, t1 = 0;
+    double got = await_sink(o, (double)(n / 100 * 100), 5000, &t1);
+    stop(o);
+    printf("maximum: %.0f events drained in %.0f ms: %.0f events/s\n", got, (double)(t1 - t0),
+           t1 > t0 ? got * 1000 / (double)(t1 - t0) : 0);
+    return t1 > t0 ? got * 1000 / (double)(t1 - t0) : 0;
+}
+
+static unsigned long long field(const char *log, const char *after, const char *fmt)
+{
+    const char *p = strstr(log, after);
+    unsigned long long v = 0;
+    if (p == NULL || sscanf(p + strlen(after), fmt, &v) != 1)
+        return 0;
+    return v;
+}
+
+static int overload(ov_t *o, const char *overflow, double max, double secs)
+{
+    config(o, 0, overflow);
+    char files[300];
+    snprintf(files, sizeof files, "rm -rf '%s/files'", o->th.dir);
+    if (system(files) != 0 || !start(o))
+        return -1;
+    double rate = 3 * max;
+    char r[32], d[32], out[400];
+    snprintf(r, sizeof r, "%.0f", rate);
+    snprintf(d, sizeof d, "%.0fs", secs);
+    snprintf(out, sizeof out, "%s/gen.out", o->th.dir);
+    /* The publisher runs as its own process, timed; sluice's tree is sampled meanwhile. */
+    pid_t gen = fork();
+    if (gen == 0) {
+        int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0)
+            dup2(fd, 1), dup2(fd, 2);
+        execl(o->sluice, o->sluice, "gen", "--mqtt", o->url, "-d", "100", "-r", r, "-t", d, "--qos", "0", (char *)NULL);
+        _exit(127);
+    }
+    sl_bench_proc_t mem = {0};
+    uint64_t t0 = sl_now_ns();
+    int status;
+    while (waitpid(gen, &status, WNOHANG) == 0) {
+        sl_bench_tree_sample(o->th.pid, &mem);
+        pause_ms(50);
+    }
+    double pub_secs = (double)(sl_now_ns() - t0) / 1e9;
+    uint64_t t1;
+    double got = await_sink(o, 1e18, 3000, &t1);
+    sl_bench_tree_sample(o->th.pid, &mem);
+    stop(o);
+    const char *log = sl_th_log(&o->th);
+    unsigned long long received = field(log, "] mqtt: ", "%llu"),
+                       dropped = field(log, "emitted, ", "%*u into the overdraft, %llu"),
+                       pauses = field(log, "overdraft-full waits, ", "%llu"),
+                       connects = field(log, " pauses, ", "%llu"),
+                       lost = field(log, "[check#0] verify: ", "%*u events from %*u devices; lost %llu"),
+                       dups =
+                           field(log, "[check#0] verify: ", "%*u events from %*u devices; lost %*u, duplicates %llu");
+    char gen_text[512] = {0};
+    FILE *f = fopen(out, "r");
+    if (f) {
+        size_t n = fread(gen_text, 1, sizeof gen_text - 1, f);
+        gen_text[n] = 0;
+        fclose(f);
+    }
+    unsigned long long published = field(gen_text, "sluice gen: published ", "%llu");
+    double offered = pub_secs > 0 ? (double)published / pub_secs : 0;
+    printf("overload %s: offered %.0f/s (asked %.0f/s, 3 x the maximum %.0f/s) for %.1f s: published %llu, sluice "
+           "received %llu, dropped %llu (counted), %llu pauses, %llu connects; the file sink took %.0f; sequence "
+           "check: lost %llu, duplicates %llu; peak RSS %ld kB (one process), PSS %ld kB (all %u)\n",
+           overflow, offered, rate, max, pub_secs, published, received, dropped, pauses, connects, got, lost, dups,
+           mem.max_rss_kb, mem.pss_kb, mem.nprocs);
+    char name[64], extra[400];
+    snprintf(name, sizeof name, "overload_%s", overflow);
+    snprintf(extra, sizeof extra,
+             "offered_per_s=%.0f published=%llu received=%llu dropped_counted=%llu lost_at_broker=%llu pauses=%llu "
+             "delivered=%.0f seq_lost=%llu seq_dups=%llu",
+             offered, published, received, dropped, published > received ? published - received : 0, pauses, got, lost,
+             dups);
+    sl_bench_result(name, pub_secs > 0 ? got / pub_secs : 0, max, &mem, extra);
+    return received > 0 ? 0 : -1;
+}
+
+int main(int argc, char **argv)
+{
+    sl_bench_spawner_start();
+    ov_t o = {0};
+    uint64_t n = 20000;
+    double secs = 5;
+    int c;
+    while ((c = getopt(argc, argv, "s:n:t:")) != -1) {
+        if (c == 's')
+            o.sluice = optarg;
+        else if (c == 'n')
+            n = strtoull(optarg, NULL, 10);
+        else if (c == 't')
+            secs = atof(optarg);
+    }
+    if (o.sluice == NULL || n < 100) {
+        fprintf(stderr, "usage: bench_overload -s SLUICE [-n BACKLOG_MESSAGES] [-t SECONDS]\n");
+        return 2;
+    }
+    setenv("SLUICE_BIN", o.sluice, 1);
+    /* Unlimited QoS 1 queues, so the backlog that measures the maximum is whole; QoS 0 stays unqueued for an
+     * absent client (mosquitto's default), as an operator gets it. */
+    if (sl_th_init(&o.th, "bench-overload") != 0 ||
+        sl_th_mosq_start(&o.th, &o.mq, "max_queued_messages 0\nmax_queued_bytes 0\n") != 0)
+        return 1;
+    snprintf(o.url, sizeof o.url, "tcp://127.0.0.1:%d", o.mq.port);
+    double max = measure_max(&o, n);
+    int rc = max > 0 ? 0 : 1;
+    if (rc == 0)
+        rc |= overload(&o, "drop_newest", max, secs) != 0;
+    if (rc == 0)
+        rc |= overload(&o, "pause", max, secs) != 0;
+    sl_th_mosq_stop(&o.mq);
+    if (!getenv("SLUICE_BENCH_KEEP"))
+        sl_th_cleanup(&o.th);
+    return rc;
+}
