@@ -39,7 +39,7 @@ int sl_th_log_count(sl_th_t *th, const char *needle);
 uint64_t sl_th_log_sum(sl_th_t *th, const char *tag, const char *after);
 /* Reads an unsigned number that follows `after` in the last line of the log containing `line_tag`. */
 bool sl_th_log_number(sl_th_t *th, const char *line_tag, const char *after, uint64_t *out);
-/* The PIDs of the master's children (workers); returns how many were stored. */
+/* The PIDs of the master's workers (children named "sl:..."); returns how many were stored. */
 size_t sl_th_children(pid_t parent, pid_t *out, size_t cap);
 /* The PID of worker instance `name` ("relay#0"), from the last "started as pid" line of the log (those
  * are debug lines: start sluice with -v). 0 if not found. */
