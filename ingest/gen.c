@@ -23,7 +23,8 @@ typedef struct sl_gen_s {
     double rate;    /* events/s for this instance; 0 = as fast as demand allows */
     uint64_t nd;    /* devices of this instance */
     uint32_t first, stride;
-    uint64_t j; /* events emitted so far (including by predecessors) */
+    uint64_t j;     /* events emitted so far (including by predecessors) */
+    uint64_t dev_i; /* j % nd, kept without a division per event */
     uint64_t start_ns, start_j;
     char *payload;
     size_t payload_len;
@@ -105,6 +106,8 @@ static int sl__gen_init(sl_ctx_t *ctx, void **state)
         return SL_ENOMEM;
     }
     g->j = g->start_j = sl_ctx_published(ctx);
+    g->dev_i = g->j % g->nd;
+    sl__put_num(g->payload + g->off_seq, SL_GEN_SEQ_W, g->j / g->nd);
     g->start_ns = sl_now_ns();
     if (g->j)
         sl_log(SL_LOG_INFO, sl_ctx_name(ctx), 0, "resuming the fleet at event %llu", (unsigned long long)g->j);
@@ -141,10 +144,10 @@ static int sl__gen_demand(sl_ctx_t *ctx, void *state, uint64_t demand)
                     .ingest_ns = wall};
     uint64_t i;
     for (i = 0; i < n; i++) {
-        uint64_t dev = g->first + (uint64_t)g->stride * (g->j % g->nd);
-        sl__put_fixed(g->payload + g->off_dev, 7, dev);
-        sl__put_fixed(g->topic + g->off_tdev, 7, dev);
-        sl__put_num(g->payload + g->off_seq, SL_GEN_SEQ_W, g->j / g->nd);
+        if (g->dev_i == 0) /* a new round: every device's seq is j / nd until the next one */
+            sl__put_num(g->payload + g->off_seq, SL_GEN_SEQ_W, g->j / g->nd);
+        sl__put_fixed(g->topic + g->off_tdev, 7, g->first + (uint64_t)g->stride * g->dev_i);
+        memcpy(g->payload + g->off_dev, g->topic + g->off_tdev, 7);
         memcpy(g->attrs + 13, g->topic + g->off_tdev - 4, 11);
         em.key = g->attrs + 13;
         em.key_len = 11;
@@ -154,6 +157,8 @@ static int sl__gen_demand(sl_ctx_t *ctx, void *state, uint64_t demand)
         if (rc != 0)
             return rc;
         g->j++;
+        if (++g->dev_i == g->nd)
+            g->dev_i = 0;
     }
     return (int)i;
 }
