@@ -5,6 +5,8 @@
  * Exit codes: 0 success; 1 the pipeline failed or the config is invalid; 2 usage errors and "cannot
  * start" (SL_EXIT_FATAL), so a service manager does not restart sluice into the same bad config.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,8 +88,25 @@ static int sl__cmd_run(int argc, char **argv)
     return status;
 }
 
+/*
+ * Makes sure descriptors 0, 1 and 2 are open (on /dev/null when the caller closed them, as some service
+ * managers and CI runners do for stdin). Otherwise the next socket can get descriptor 0, which Paho takes
+ * for "no socket": its connect then never completes (measured: the mqtt source hung in its first connect
+ * whenever stdin was closed and no metrics listener took descriptor 0 first).
+ */
+static void sl__std_fds(void)
+{
+    for (int fd = 0; fd <= 2; fd++)
+        if (fcntl(fd, F_GETFD) < 0 && errno == EBADF) {
+            int nfd = open("/dev/null", O_RDWR);
+            if (nfd >= 0 && nfd != fd) /* lower descriptors are open: open() took this one or a higher */
+                close(nfd);
+        }
+}
+
 int main(int argc, char **argv)
 {
+    sl__std_fds();
     if (argc < 2) {
         sl__usage(stderr);
         return SL_EXIT_FATAL;

@@ -227,7 +227,9 @@ int sl_runtime_run(sl_runtime_t *rt)
     rt->master_pid = getpid();
     sl__master_signals(true);
     m.last_summary_ns = sl_now_ns();
-    m.http.listen_fd = -1;
+    m.http.listen_fd = -1; /* and no clients: a zero fd would be closed by every worker (metrics off) */
+    for (int i = 0; i < SL_HTTP_CLIENTS; i++)
+        m.http.client[i].fd = -1;
     if (rt->cfg->metrics_enabled)
         sl__http_start(&m.http, rt->cfg->metrics_listen);
     sl__sup_start_all(&m);
