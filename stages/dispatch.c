@@ -299,6 +299,13 @@ void sl__out_kick(sl_inst_t *inst)
             sl_chan_kick(inst->out[gi].chans[c]);
 }
 
+void sl__out_ring(sl_inst_t *inst)
+{
+    for (uint32_t gi = 0; gi < inst->n_out; gi++)
+        for (uint32_t c = 0; c < inst->out[gi].n; c++)
+            sl_bell_ring(sl_chan_consumer_bell(inst->out[gi].chans[c]));
+}
+
 /* The channel of group g that takes the event now without a stash, or SL_STASH_ANY. */
 static uint32_t sl__direct_target(sl_out_group_t *g, const sl_emit_t *em, size_t len, uint32_t overdraft)
 {

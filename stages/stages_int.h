@@ -234,6 +234,9 @@ uint64_t sl__out_publish(sl_inst_t *inst);
 bool sl__out_ready(sl_inst_t *inst, const sl_stash_t *st);
 void sl__out_close(sl_inst_t *inst);
 void sl__out_kick(sl_inst_t *inst);
+/* Rings every consumer's bell (if it sleeps) without touching the producer side's state: for a thread of
+ * the producing process other than the one that publishes. */
+void sl__out_ring(sl_inst_t *inst);
 /* Writes the event straight into its channel(s), never the stash, or nothing: SL_EAGAIN when a target
  * lacks demand (beyond overdraft) or room. targets has room for one entry per output group. */
 int sl__out_emit_direct(sl_inst_t *inst, uint32_t *targets, const sl_emit_t *em, uint32_t overdraft);

@@ -53,15 +53,17 @@ struct sl_ctx_s {
     sl_inst_t *inst;
     const sl_conf_node_t *node;
     void *state;
-    sl_demand_t *dem;        /* [n_in] */
-    bool *eof;               /* [n_in] */
-    bool *uncommitted;       /* [n_in]: taken events waiting for the stash to drain before commit */
-    uint64_t *careful_until; /* [n_in]: after a crash, replay one event at a time up to this event count */
-    sl_ackwin_t *ack;        /* [n_in] for SL_STAGE_ASYNC_ACK consumers, else NULL */
-    uint32_t *targets;       /* [n_out], scratch of sl_emit_wait() */
-    bool external;           /* SL_STAGE_EXTERNAL: outputs belong to the stage's own thread */
-    uint64_t ext_out;        /* events emitted by that thread (only it writes this) */
-    uint8_t *dl_buf;         /* attributes of a dead-lettered event */
+    sl_demand_t *dem;          /* [n_in] */
+    bool *eof;                 /* [n_in] */
+    bool *uncommitted;         /* [n_in]: taken events waiting for the stash to drain before commit */
+    uint64_t *careful_until;   /* [n_in]: after a crash, replay one event at a time up to this event count */
+    sl_ackwin_t *ack;          /* [n_in] for SL_STAGE_ASYNC_ACK consumers, else NULL */
+    uint32_t *targets;         /* [n_out], scratch of sl_emit_wait() */
+    bool external;             /* SL_STAGE_EXTERNAL: outputs belong to the stage's own thread */
+    uint64_t ext_out;          /* events emitted by that thread (only it writes this) */
+    uint64_t ext_kick_ns;      /* when that thread last kicked its consumers (only it writes this) */
+    _Atomic bool ext_kick_due; /* it published without kicking: the worker thread rings for it */
+    uint8_t *dl_buf;           /* attributes of a dead-lettered event */
     uint64_t dl_logged_ns, dl_unlogged;
     sl_event_t *evs;
     size_t evs_cap;
@@ -116,14 +118,27 @@ static bool sl__ext_ready(void *arg)
     return sl__stop_requested(ctx->inst) || sl__out_demand(ctx->inst) > 0;
 }
 
-/* The external thread's emission: direct to the channels, published and kicked at once. */
+/*
+ * The external thread's emission: direct to the channels and published at once (the event must be in
+ * shared memory before the caller acknowledges it anywhere), but the consumers are kicked on a clock, like
+ * the worker loop does: at most once a millisecond. A consumer faster than the client library otherwise
+ * sleeps after every event and costs a futex wake here and a wait there per event. A publish that does not
+ * kick leaves ext_kick_due for the worker thread, which rings the consumers' bells (from any thread, a
+ * spurious ring costs a re-check) and, while events flow, wakes every millisecond to do so.
+ */
 static int sl__emit_direct(sl_ctx_t *ctx, const sl_emit_t *em, uint32_t overdraft)
 {
     int rc = sl__out_emit_direct(ctx->inst, ctx->targets, em, overdraft);
     if (rc != 0)
         return rc;
     sl__out_publish(ctx->inst);
-    sl__out_kick(ctx->inst);
+    uint64_t now = sl_now_ns();
+    if (now - ctx->ext_kick_ns >= SL_NS_PER_MS) {
+        ctx->ext_kick_ns = now;
+        sl__out_kick(ctx->inst);
+    } else {
+        atomic_store_explicit(&ctx->ext_kick_due, true, memory_order_release);
+    }
     atomic_store_explicit(&ctx->inst->stats->events_out, ++ctx->ext_out, memory_order_relaxed);
     return 0;
 }
@@ -141,6 +156,8 @@ int sl_emit_wait(sl_ctx_t *ctx, const sl_emit_t *em, uint64_t timeout_ns)
         uint64_t now = sl_now_ns();
         if (now >= deadline)
             return SL_ETIMEDOUT;
+        sl__out_kick(ctx->inst); /* nothing published waits for the clock while we wait for demand */
+        ctx->ext_kick_ns = now;
         sl_bell_wait(ctx->inst->bell, sl__ext_ready, ctx, SL_MIN(deadline - now, SL_WORKER_TICK_NS));
     }
 }
@@ -531,6 +548,19 @@ static bool sl__ready(void *arg)
     return false;
 }
 
+/* External producers: rings the consumers for what the stage's thread published without kicking, and
+ * returns how long the worker may sleep: a millisecond while that thread emits, else a whole tick. */
+static uint64_t sl__ext_ring_due(sl_ctx_t *ctx, uint64_t *seen)
+{
+    if (atomic_exchange_explicit(&ctx->ext_kick_due, false, memory_order_acq_rel))
+        sl__out_ring(ctx->inst);
+    uint64_t out = atomic_load_explicit(&ctx->inst->stats->events_out, memory_order_relaxed);
+    if (out == *seen)
+        return SL_WORKER_TICK_NS;
+    *seen = out;
+    return SL_NS_PER_MS;
+}
+
 static bool sl__stash_ready(void *arg)
 {
     sl_ctx_t *ctx = arg;
@@ -683,7 +713,7 @@ int sl__worker_main(sl_runtime_t *rt, sl_inst_t *inst)
     }
     sl__quarantine_suspect(&ctx);
     int64_t r;
-    uint64_t last_kick = 0, sleeps = 0;
+    uint64_t last_kick = 0, sleeps = 0, ext_seen = 0;
     bool progressed = false;
     for (;;) {
         r = sl__pass(&ctx);
@@ -710,6 +740,8 @@ int sl__worker_main(sl_runtime_t *rt, sl_inst_t *inst)
             timeout = ctx.timer_ns > now ? SL_MIN(timeout, ctx.timer_ns - now) : 0;
         if (!ctx.external)
             sl__out_kick(inst); /* nothing published waits on a batch threshold while we sleep */
+        else
+            timeout = SL_MIN(timeout, sl__ext_ring_due(&ctx, &ext_seen));
         if (timeout) {
             sleeps++;
             sl_bell_wait(inst->bell, sl__ready, &ctx, timeout);
