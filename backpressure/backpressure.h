@@ -69,6 +69,7 @@ void sl_bell_ring(sl_bell_t *b);
 #define SL_REC_ALIGN 8u
 #define SL_REC_PAD 0x0001u    /* filler to the end of the ring; not an event */
 #define SL_REC_BINARY 0x0002u /* payload is not text */
+#define SL_REC_RETAIN 0x0004u /* MQTT: the message was the topic's retained message */
 
 /*
  * A record in a channel: this header, then topic, key, attributes and payload bytes, then padding to

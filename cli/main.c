@@ -1,6 +1,6 @@
 /*
- * The sluice command line: `sluice run`, `sluice validate`, `sluice gen`, `sluice replay`,
- * `sluice config-reference`, `sluice version`.
+ * The sluice command line: `sluice run`, `sluice validate`, `sluice gen`, `sluice replay`, `sluice record`,
+ * `sluice verify`, `sluice config-reference`, `sluice version` (each command in its own file of cli/).
  *
  * Exit codes: 0 success; 1 the pipeline failed or the config is invalid; 2 usage errors and "cannot
  * start" (SL_EXIT_FATAL), so a service manager does not restart sluice into the same bad config.
@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/capture_cmds.h"
+#include "cli/cli.h"
 #include "common/sl.h"
 #include "config/config.h"
 #include "stages/stages.h"
@@ -32,6 +32,7 @@ static void sl__usage(FILE *to)
                 "                            (--speed S, --loop[=N], --start N|DURATION; replay --help)\n"
                 "  record -c CONFIG -o FILE  record what CONFIG's source takes into a capture file, until\n"
                 "                            --count, --duration, --size or SIGINT (record --help)\n"
+                "  verify [--expect N] PATH  check per-device sequence numbers in files: lost, duplicates\n"
                 "  config-reference          print the configuration reference (Markdown)\n"
                 "  version                   print the version\n"
                 "\n"
@@ -64,26 +65,12 @@ static int sl__cmd_run(int argc, char **argv)
         fprintf(stderr, "sluice run: %s\n", path ? "unexpected argument" : "missing -c FILE");
         return SL_EXIT_FATAL;
     }
-    sl_diags_t diags = {0};
     sl_config_t *cfg = NULL;
-    if (sl_config_load(path, &cfg, &diags) != 0) {
-        sl_diags_print(&diags, stderr);
-        fprintf(stderr, "sluice run: %zu error%s in %s; not starting\n", diags.n, diags.n == 1 ? "" : "s", path);
-        sl_diags_free(&diags);
+    if (sl_cli_load("run", path, &cfg) != 0)
         return SL_EXIT_FATAL;
-    }
-    sl_diags_free(&diags);
-    sl_runtime_t *rt = NULL;
-    int rc = sl_runtime_new(cfg, &rt);
-    if (rc != 0) {
-        sl_log(SL_LOG_ERROR, "master", rc, "cannot build the pipeline");
-        sl_config_destroy(cfg);
-        return SL_EXIT_FATAL;
-    }
-    sl_log(SL_LOG_INFO, "master", 0, "pipeline \"%s\" from %s: %zu nodes, starting", cfg->pipeline_name, path,
-           cfg->n_nodes);
-    int status = sl_runtime_run(rt);
-    sl_runtime_destroy(rt);
+    char what[512];
+    snprintf(what, sizeof what, "pipeline \"%s\" from %s: %zu nodes, starting", cfg->pipeline_name, path, cfg->n_nodes);
+    int status = sl_cli_run(cfg, what);
     sl_config_destroy(cfg);
     return status;
 }
@@ -122,6 +109,8 @@ int main(int argc, char **argv)
         return sl_cli_replay(argc - 1, argv + 1);
     if (strcmp(cmd, "record") == 0)
         return sl_cli_record(argc - 1, argv + 1);
+    if (strcmp(cmd, "verify") == 0)
+        return sl_cli_verify(argc - 1, argv + 1);
     if (strcmp(cmd, "config-reference") == 0) {
         sl_config_reference(stdout);
         return 0;

@@ -244,6 +244,11 @@ static const sl__key_t sl__keys[] = {
      "Stop the pipeline this long after the sink started; 0s = no limit."},
     {"sinks.capture", "size", SL_PARAM_SIZE, "0B", NULL, NULL, NULL, NULL, SL__NOCHECK, 0,
      "Stop the pipeline once this many bytes (uncompressed) are written; 0B = no limit."},
+    {"sinks.capture", "sync", SL_PARAM_ENUM, "none", NULL, NULL, NULL, "none|batch", SL__NOCHECK, 0,
+     "Events are acknowledged once their batch is in the file (a crash of sluice loses none of them); "
+     "`batch` also fdatasyncs each batch first (a power cut loses none either)."},
+    {"sinks.capture", "progress", SL_PARAM_BOOL, "false", NULL, NULL, NULL, NULL, SL__NOCHECK, 0,
+     "Show a progress line (records, rate, bytes, the limit's ETA) on stderr when it is a terminal."},
     {"sinks.null", "verify_state", SL_PARAM_STRING, "", NULL, NULL, NULL, NULL, SL__NOCHECK, 0,
      "File (one per instance: PATH.<n>) that keeps the sequence check across restarts of the sink; empty = memory."},
 

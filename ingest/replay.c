@@ -333,7 +333,8 @@ static int sl__replay_demand(sl_ctx_t *ctx, void *state, uint64_t demand)
                         .attr_len = (uint32_t)r->attr_len,
                         .payload = r->rec.payload,
                         .payload_len = r->rec.payload_len,
-                        .flags = (uint16_t)(r->rec.flags & SL_CAP_F_BINARY ? SL_REC_BINARY : 0),
+                        .flags = (uint16_t)((r->rec.flags & SL_CAP_F_BINARY ? SL_REC_BINARY : 0) |
+                                            (r->rec.flags & SL_CAP_F_RETAIN ? SL_REC_RETAIN : 0)),
                         .qos = r->rec.qos,
                         .ingest_ns = r->speed > 0 ? sl_wall_ns() : wall}; /* timed: when it was due */
         int rc = sl_emit(ctx, &em);

@@ -383,7 +383,10 @@ void sl_cap_reader_progress(const sl_cap_reader_t *rd, uint64_t *done, uint64_t 
 
 struct sl_cap_writer_s {
     gzFile gz;
-    uint64_t bytes;
+    int fd;
+    bool gzip;
+    bool dirty; /* written since the last flush */
+    uint64_t bytes, cut;
     bool failed;
 };
 
@@ -404,9 +407,88 @@ static void sl__cap_w(sl_cap_writer_t *w, const void *p, size_t n)
 {
     if (n == 0 || w->failed)
         return;
+    w->dirty = true;
     if (gzwrite(w->gz, p, (unsigned)n) != (int)n)
         w->failed = true;
     w->bytes += n;
+}
+
+/* The end of the last complete gzip member of fd (from its start), or 0. */
+static uint64_t sl__cap_gz_members_end(int fd)
+{
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (inflateInit2(&z, 15 + 16) != Z_OK)
+        return 0;
+    uint8_t in[SL__CAP_CHUNK], out[SL__CAP_CHUNK];
+    uint64_t read_total = 0, good = 0;
+    for (;;) {
+        if (z.avail_in == 0) {
+            ssize_t n = pread(fd, in, sizeof in, (off_t)read_total);
+            if (n <= 0)
+                break;
+            read_total += (uint64_t)n;
+            z.next_in = in;
+            z.avail_in = (uInt)n;
+        }
+        z.next_out = out;
+        z.avail_out = sizeof out;
+        int rc = inflate(&z, Z_NO_FLUSH);
+        if (rc == Z_STREAM_END) {
+            good = read_total - z.avail_in;
+            if (inflateReset(&z) != Z_OK)
+                break;
+        } else if (rc != Z_OK && rc != Z_BUF_ERROR) {
+            break; /* damaged: what follows the last complete member goes */
+        }
+    }
+    inflateEnd(&z);
+    return good;
+}
+
+/* The end of the last record of a plain capture that checks out (or of its header), or 0 when even the
+ * header is unusable. The reader takes fd's duplicate. */
+static uint64_t sl__cap_records_end(int fd)
+{
+    int dfd = dup(fd);
+    sl_cap_reader_t *rd;
+    if (dfd < 0 || sl_cap_reader_open_fd(dfd, "", &rd) != 0)
+        return 0;
+    uint64_t end = rd->info.format == SL_CAP_FMT_CAPTURE && !rd->header_bad ? rd->data_start : 0;
+    sl_cap_rec_t r;
+    int rc;
+    while (end > 0 && (rc = sl_cap_reader_next(rd, &r)) != SL_EOF) {
+        if (rc == 0)
+            end = r.offset + 12u + SL__CAP_BODY_FIXED + r.topic_len + r.props_len + r.payload_len;
+        else if (rc != SL_EBADMSG)
+            break;
+    }
+    sl_cap_reader_destroy(rd);
+    return end;
+}
+
+/*
+ * Before appending: cuts fd back to its last complete unit, so what a crashed writer left half-written
+ * (never acknowledged: see sl_cap_writer_flush) cannot make the appended records unreadable. gzip: the
+ * last complete member; plain: the last record that checks out. Returns the bytes cut, or a negative code.
+ */
+static int64_t sl__cap_cut_tail(int fd, bool *gzip_file)
+{
+    struct stat st;
+    uint8_t magic[2] = {0, 0};
+    if (fstat(fd, &st) != 0)
+        return -errno;
+    if (st.st_size == 0)
+        return 0;
+    if (pread(fd, magic, 2, 0) != 2)
+        return SL_EIO;
+    *gzip_file = magic[0] == 0x1f && magic[1] == 0x8b;
+    uint64_t keep = *gzip_file ? sl__cap_gz_members_end(fd) : sl__cap_records_end(fd);
+    if (keep >= (uint64_t)st.st_size)
+        return 0;
+    if (ftruncate(fd, (off_t)keep) != 0)
+        return -errno;
+    return (int64_t)((uint64_t)st.st_size - keep);
 }
 
 int sl_cap_writer_open(const char *path, const sl_cap_wopts_t *o, sl_cap_writer_t **out)
@@ -415,11 +497,21 @@ int sl_cap_writer_open(const char *path, const sl_cap_wopts_t *o, sl_cap_writer_
     size_t dl = o->desc ? strlen(o->desc) : 0;
     if (dl > SL_CAP_MAX_DESC || o->gzip_level < 0 || o->gzip_level > 9)
         return SL_EINVAL;
-    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | (o->append ? O_APPEND : O_TRUNC), 0644);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | (o->append ? O_APPEND : O_TRUNC), 0644);
     if (fd < 0)
         return -errno;
+    bool gzip_file = o->gzip_level > 0;
+    int64_t cut = o->append ? sl__cap_cut_tail(fd, &gzip_file) : 0;
     struct stat st;
-    bool header = !o->append || (fstat(fd, &st) == 0 && st.st_size == 0);
+    if (cut >= 0 && fstat(fd, &st) != 0)
+        cut = -errno;
+    if (cut >= 0 && st.st_size > 0 && gzip_file != (o->gzip_level > 0))
+        cut = SL_EINVAL; /* appending gzip to a plain capture (or the reverse) would make it unreadable */
+    if (cut < 0) {
+        close(fd);
+        return (int)cut;
+    }
+    bool header = st.st_size == 0;
     char mode[8];
     snprintf(mode, sizeof mode, o->gzip_level ? "wb%d" : "wbT", o->gzip_level);
     sl_cap_writer_t *w = calloc(1, sizeof *w);
@@ -430,6 +522,9 @@ int sl_cap_writer_open(const char *path, const sl_cap_wopts_t *o, sl_cap_writer_
         return SL_ENOMEM;
     }
     w->gz = gz;
+    w->fd = fd;
+    w->gzip = o->gzip_level > 0;
+    w->cut = (uint64_t)cut;
     gzbuffer(gz, SL__CAP_CHUNK);
     uint8_t h[SL__CAP_HDR_FIXED - 4];
     memcpy(h, SL_CAP_MAGIC, SL_CAP_MAGIC_LEN);
@@ -480,6 +575,27 @@ int sl_cap_writer_put(sl_cap_writer_t *w, const sl_cap_rec_t *rec)
 }
 
 uint64_t sl_cap_writer_bytes(const sl_cap_writer_t *w) { return w->bytes; }
+uint64_t sl_cap_writer_cut(const sl_cap_writer_t *w) { return w->cut; }
+
+int sl_cap_writer_flush(sl_cap_writer_t *w, bool sync)
+{
+    if (w->failed)
+        return SL_EIO;
+    if (w->dirty) {
+        /* gzip: Z_FINISH completes the member (the next write starts a new one), so the file is always
+         * a run of complete members plus at most one cut short by a crash, which a restart removes. */
+        if (gzflush(w->gz, w->gzip ? Z_FINISH : Z_SYNC_FLUSH) != Z_OK) {
+            w->failed = true;
+            return SL_EIO;
+        }
+        w->dirty = false;
+        if (sync && fdatasync(w->fd) != 0) {
+            w->failed = true;
+            return -errno;
+        }
+    }
+    return 0;
+}
 
 int sl_cap_writer_close(sl_cap_writer_t *w)
 {

@@ -111,14 +111,25 @@ typedef struct sl_cap_wopts_s {
 } sl_cap_wopts_t;
 
 /*
- * Creates (truncates, or with append extends) path and writes the header. Returns 0 and *out, or a negative errno-style
- * code. The file is complete only after sl_cap_writer_close() returned 0.
+ * Creates (truncates, or with append extends) path and writes the header. With append, an existing file
+ * is first cut back to its last complete unit (gzip: member; plain: record that checks out), removing what
+ * a crashed writer left half-written after its last sl_cap_writer_flush() (sl_cap_writer_cut() says how
+ * much); appending to a file of the other kind (gzip or not) is refused with SL_EINVAL. Returns 0 and
+ * *out, or a negative errno-style code. The file is complete only after sl_cap_writer_close() returned 0.
  */
 int sl_cap_writer_open(const char *path, const sl_cap_wopts_t *o, sl_cap_writer_t **out);
 /* Appends one record (index and offset are ignored). Returns 0, SL_EMSGSIZE (too large) or SL_EIO. */
 int sl_cap_writer_put(sl_cap_writer_t *w, const sl_cap_rec_t *rec);
 /* Bytes written so far by this writer (uncompressed). */
 uint64_t sl_cap_writer_bytes(const sl_cap_writer_t *w);
+/* Bytes the append open cut from the end of the existing file. */
+uint64_t sl_cap_writer_cut(const sl_cap_writer_t *w);
+/*
+ * Puts every record written so far into the file (gzip: completes the current member), and with sync
+ * fdatasyncs it: after 0 they survive a crash of this process (with sync, of the machine). Returns 0,
+ * SL_EIO or a negative errno; after a failure the writer only fails.
+ */
+int sl_cap_writer_flush(sl_cap_writer_t *w, bool sync);
 /* Flushes and closes; returns 0 or SL_EIO (then the file is incomplete). NULL is a no-op returning 0. */
 int sl_cap_writer_close(sl_cap_writer_t *w);
 
@@ -134,6 +145,31 @@ typedef struct sl_cap_pub_s sl_cap_pub_t;
 int sl_cap_pub_open(const char *url, const char *client_id, sl_cap_pub_t **out);
 int sl_cap_pub_put(sl_cap_pub_t *p, const sl_cap_rec_t *rec, int qos);
 int sl_cap_pub_close(sl_cap_pub_t *p, uint64_t *done, uint64_t *failed);
+
+/*
+ * The sequence check (ingest/capture/capture_seq.c, `sluice verify`): records are added one by one; each
+ * is a device (its topic) and a sequence number (the payload's "seq": N, or a `sluice gen` binary
+ * payload's); totals say how many distinct numbers, duplicates, and gaps there are. Any process, one
+ * thread.
+ */
+typedef struct sl_cap_seq_s sl_cap_seq_t;
+typedef struct sl_cap_seq_totals_s {
+    uint64_t records;     /* records added */
+    uint64_t devices;     /* distinct topics */
+    uint64_t distinct;    /* distinct (device, seq) pairs */
+    uint64_t duplicates;  /* records whose (device, seq) was seen before */
+    uint64_t unparseable; /* records without a sequence number (or past the largest one accepted) */
+    uint64_t gaps;        /* numbers missing below each device's largest */
+    uint64_t lost;        /* gaps, or expect - distinct when more are expected than that explains */
+    uint64_t extra;       /* distinct beyond expect */
+} sl_cap_seq_totals_t;
+
+int sl_cap_seq_new(sl_cap_seq_t **out); /* 0 or SL_ENOMEM */
+void sl_cap_seq_destroy(sl_cap_seq_t *s);
+/* Adds rec: 0, SL_EBADMSG (no sequence number: counted as unparseable) or SL_ENOMEM. */
+int sl_cap_seq_add(sl_cap_seq_t *s, const sl_cap_rec_t *rec);
+/* The totals; expect > 0 is how many distinct pairs there should be (e.g. what `sluice gen` published). */
+void sl_cap_seq_totals(const sl_cap_seq_t *s, uint64_t expect, sl_cap_seq_totals_t *t);
 
 /* Appends attribute name=value to buf at *len (cap bytes). Returns 0 or SL_ENOSPC (nothing written). */
 int sl_cap_attr_put(uint8_t *buf, size_t cap, size_t *len, const char *name, size_t nl, const void *val, size_t vl);

@@ -3,33 +3,78 @@
  * of `replay`. `sluice record` runs a config's MQTT source into it.
  *
  * Each event becomes one record: its ingest time (for the MQTT source, when the broker's message
- * arrived), QoS, topic, attributes (the MQTT 5 properties and the topic template's captures) and payload.
- * Limits (count, duration, size) end the recording: the sink asks the master for a draining shutdown
- * (sl_ctx_request_shutdown()), and events that still arrive are acknowledged without being written, counted.
+ * arrived), QoS, retain flag, topic, attributes (the MQTT 5 properties and the topic template's captures)
+ * and payload. Limits (count, duration, size) end the recording: the sink asks the master for a draining
+ * shutdown (sl_ctx_request_shutdown()), and events that still arrive are acknowledged without being
+ * written, counted.
  *
- * Durability: records go through zlib's buffer and reach the file when it fills and at the end; an
- * acknowledged event may be lost if the sink itself crashes (a recorder, not a store). A restarted
- * instance appends (a gzip file gets a new member; a record cut by the crash is reported and skipped by
- * readers), so nothing written before is lost.
+ * Durability: handle_events writes its batch and flushes it into the file (gzip: as one complete member;
+ * `sync: batch` also fdatasyncs) before it returns, and returning is what acknowledges the batch. So
+ * everything acknowledged is in the file, and a crash of the sink loses nothing: what it had not
+ * acknowledged is delivered again to the restarted instance, which appends after cutting off what the
+ * crash left half-written (sl_cap_writer_open with append). A failed write or flush is a crash too (the
+ * supervisor's restart intensity bounds a disk that keeps failing). Duplicates are possible: a batch in the
+ * file whose acknowledgement the crash prevented.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ingest/capture/capture.h"
 #include "ingest/ingest.h"
+
+#define SL_CAPSINK_PROGRESS_NS (500 * SL_NS_PER_MS)
 
 typedef struct sl_capsink_s {
     const char *path;
     sl_cap_writer_t *w;
     uint64_t count, size, written, after_limit;
-    bool done;
+    uint64_t started_ns, deadline_ns, next_progress_ns;
+    bool sync, progress, done;
 } sl_capsink_t;
+
+/* The progress line on a terminal: records, rate, bytes, and how far the limit is. */
+static void sl__capsink_progress(sl_ctx_t *ctx, sl_capsink_t *s, bool last)
+{
+    uint64_t now = sl_now_ns();
+    if (!s->progress || (!last && now < s->next_progress_ns))
+        return;
+    s->next_progress_ns = now + SL_CAPSINK_PROGRESS_NS;
+    double secs = (double)(now - s->started_ns) / 1e9, rate = secs > 0 ? (double)s->written / secs : 0;
+    double mib = (double)sl_cap_writer_bytes(s->w) / 1048576.0, left = -1;
+    if (s->count && rate > 0)
+        left = (double)(s->count - SL_MIN(s->written, s->count)) / rate;
+    else if (s->deadline_ns)
+        left = s->deadline_ns > now ? (double)(s->deadline_ns - now) / 1e9 : 0;
+    else if (s->size && mib > 0)
+        left = secs * ((double)s->size / 1048576.0 - mib) / mib;
+    char eta[32] = "";
+    if (left >= 0 && !last)
+        snprintf(eta, sizeof eta, ", ETA %um%02us", (unsigned)(left / 60), (unsigned)left % 60);
+    char line[256];
+    int n = snprintf(line, sizeof line, "\r%s: %llu records, %.0f/s, %.1f MiB to %s%s%s", sl_ctx_name(ctx),
+                     (unsigned long long)s->written, rate, mib, s->path, eta, last ? "\n" : "   ");
+    if (write(2, line, (size_t)SL_MIN(n, (int)sizeof line - 1)) < 0)
+        s->progress = false;
+}
+
+/* The next deadline: the duration limit, and the progress line's next tick. */
+static void sl__capsink_arm(sl_ctx_t *ctx, sl_capsink_t *s)
+{
+    uint64_t t = s->done ? 0 : s->deadline_ns;
+    if (s->progress)
+        t = t ? SL_MIN(t, s->next_progress_ns) : s->next_progress_ns;
+    sl_ctx_set_timer(ctx, t);
+}
 
 static void sl__capsink_stop(sl_ctx_t *ctx, sl_capsink_t *s, const char *why)
 {
     if (s->done)
         return;
     s->done = true;
+    if (s->progress)
+        sl__capsink_progress(ctx, s, true), s->progress = false;
     sl_log(SL_LOG_INFO, sl_ctx_name(ctx), 0, "%s reached after %llu records: stopping the pipeline", why,
            (unsigned long long)s->written);
     sl_ctx_request_shutdown(ctx); /* the master drains everything, as on an operator's SIGTERM */
@@ -48,17 +93,26 @@ static int sl__capsink_init(sl_ctx_t *ctx, void **state)
     s->path = sl_conf_str(node, "file");
     s->count = (uint64_t)sl_conf_int(node, "count");
     s->size = sl_conf_size(node, "size");
+    s->sync = strcmp(sl_conf_str(node, "sync"), "batch") == 0;
+    s->progress = sl_conf_bool(node, "progress") && isatty(2);
     sl_cap_wopts_t o = {
         .gzip_level = (int)sl_conf_int(node, "gzip_level"), .desc = sl_conf_str(node, "description"), .append = true};
     int rc = sl_cap_writer_open(s->path, &o, &s->w);
     if (rc != 0) {
-        sl_log(SL_LOG_ERROR, sl_ctx_name(ctx), rc, "cannot write capture %s", s->path);
+        sl_log(SL_LOG_ERROR, sl_ctx_name(ctx), rc, "cannot write capture %s%s", s->path,
+               rc == SL_EINVAL ? " (it exists, compressed differently)" : "");
         free(s);
         return rc;
     }
+    if (sl_cap_writer_cut(s->w))
+        sl_log(SL_LOG_WARN, sl_ctx_name(ctx), 0,
+               "%s: cut %llu bytes a crash left half-written (never acknowledged: delivered again)", s->path,
+               (unsigned long long)sl_cap_writer_cut(s->w));
+    s->started_ns = sl_now_ns();
+    s->next_progress_ns = s->started_ns;
     uint64_t d = sl_conf_duration(node, "duration");
-    if (d)
-        sl_ctx_set_timer(ctx, sl_now_ns() + d);
+    s->deadline_ns = d ? s->started_ns + d : 0;
+    sl__capsink_arm(ctx, s);
     *state = s;
     return 0;
 }
@@ -72,15 +126,17 @@ static int sl__capsink_events(sl_ctx_t *ctx, void *state, const sl_event_t *evs,
             continue;
         }
         const sl_event_t *ev = &evs[i];
-        sl_cap_rec_t r = {.ts_ns = ev->ingest_ns,
-                          .qos = ev->rec->qos,
-                          .flags = (uint8_t)(ev->rec->flags & SL_REC_BINARY ? SL_CAP_F_BINARY : 0),
-                          .topic = ev->topic,
-                          .topic_len = ev->topic_len,
-                          .props = ev->attrs,
-                          .props_len = ev->attr_len,
-                          .payload = ev->payload,
-                          .payload_len = ev->payload_len};
+        uint16_t f = ev->rec->flags;
+        sl_cap_rec_t r = {
+            .ts_ns = ev->ingest_ns,
+            .qos = ev->rec->qos,
+            .flags = (uint8_t)((f & SL_REC_BINARY ? SL_CAP_F_BINARY : 0) | (f & SL_REC_RETAIN ? SL_CAP_F_RETAIN : 0)),
+            .topic = ev->topic,
+            .topic_len = ev->topic_len,
+            .props = ev->attrs,
+            .props_len = ev->attr_len,
+            .payload = ev->payload,
+            .payload_len = ev->payload_len};
         int rc = sl_cap_writer_put(s->w, &r);
         if (rc == SL_EIO)
             return rc; /* a crash: the restarted instance appends, the input is delivered again */
@@ -94,12 +150,23 @@ static int sl__capsink_events(sl_ctx_t *ctx, void *state, const sl_event_t *evs,
         else if (s->size && sl_cap_writer_bytes(s->w) >= s->size)
             sl__capsink_stop(ctx, s, "size");
     }
+    /* Returning acknowledges the batch: it must be in the file first. */
+    int rc = sl_cap_writer_flush(s->w, s->sync);
+    if (rc != 0) {
+        sl_log(SL_LOG_ERROR, sl_ctx_name(ctx), rc, "writing %s failed", s->path);
+        return rc;
+    }
+    sl__capsink_progress(ctx, s, false);
     return 0;
 }
 
 static int sl__capsink_timer(sl_ctx_t *ctx, void *state)
 {
-    sl__capsink_stop(ctx, state, "duration");
+    sl_capsink_t *s = state;
+    if (s->deadline_ns && sl_now_ns() >= s->deadline_ns)
+        sl__capsink_stop(ctx, s, "duration");
+    sl__capsink_progress(ctx, s, false);
+    sl__capsink_arm(ctx, s);
     return 0;
 }
 
@@ -108,6 +175,7 @@ static void sl__capsink_terminate(sl_ctx_t *ctx, void *state, int reason)
     sl_capsink_t *s = state;
     if (s == NULL)
         return;
+    sl__capsink_progress(ctx, s, true);
     uint64_t bytes = sl_cap_writer_bytes(s->w);
     int rc = sl_cap_writer_close(s->w);
     if (rc != 0)

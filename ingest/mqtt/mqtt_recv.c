@@ -143,6 +143,7 @@ int sl__mqtt_arrived(void *context, char *topic, int topic_len, MQTTAsync_messag
                     .attr_len = (uint32_t)alen,
                     .payload = msg->payload,
                     .payload_len = (uint32_t)msg->payloadlen,
+                    .flags = msg->retained ? SL_REC_RETAIN : 0,
                     .qos = (uint8_t)msg->qos,
                     .ingest_ns = sl_wall_ns()};
     int ack = sl__mqtt_take(m, &em);

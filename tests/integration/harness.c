@@ -92,6 +92,41 @@ pid_t sl_th_start(sl_th_t *th, const char *cmd, const char *extra)
     return pid;
 }
 
+pid_t sl_th_start_argv(sl_th_t *th, const char *const *args)
+{
+    const char *bin = getenv("SLUICE_BIN");
+    char *argv[32];
+    size_t n = 0;
+    argv[n++] = (char *)(bin ? bin : "build/sluice");
+    while (*args && n < 31)
+        argv[n++] = (char *)*args++;
+    argv[n] = NULL;
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(th->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    th->pid = pid;
+    return pid;
+}
+
+int sl_th_run_argv(sl_th_t *th, const char *const *args, int timeout_ms)
+{
+    sl_th_start_argv(th, args);
+    if (!sl_th_wait(th, timeout_ms)) {
+        kill(th->pid, SIGKILL);
+        (void)sl_th_wait(th, 5000);
+        return -1;
+    }
+    return WIFEXITED(th->status) ? WEXITSTATUS(th->status) : -1;
+}
+
 bool sl_th_wait(sl_th_t *th, int timeout_ms)
 {
     uint64_t deadline = sl__th_ms() + (uint64_t)timeout_ms;

@@ -27,6 +27,11 @@ void sl_th_cleanup(sl_th_t *th);
 void sl_th_config(sl_th_t *th, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Starts `sluice <cmd> -c cfg [extra]` with stderr (and stdout) to the log. */
 pid_t sl_th_start(sl_th_t *th, const char *cmd, const char *extra);
+/* Starts `sluice ARGS...` (args NULL-terminated, without the program) with stderr and stdout to the log. */
+pid_t sl_th_start_argv(sl_th_t *th, const char *const *args);
+/* Runs `sluice ARGS...` to its end: its exit code; -1 when it ran past timeout_ms (then SIGKILLed and
+ * reaped) or died of a signal. */
+int sl_th_run_argv(sl_th_t *th, const char *const *args, int timeout_ms);
 /* Waits for the master to exit within timeout_ms; returns true and fills th->status if it did. */
 bool sl_th_wait(sl_th_t *th, int timeout_ms);
 /* Waits until the log contains needle, up to timeout_ms. */

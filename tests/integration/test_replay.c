@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -46,40 +47,14 @@ static int teardown(void **state)
     return 0;
 }
 
-/* Starts SLUICE_BIN with argv (NULL-terminated, without the program), output to the log. */
-static pid_t start_args(sl_th_t *th, const char *const *args)
-{
-    const char *bin = getenv("SLUICE_BIN");
-    char *argv[32];
-    size_t n = 0;
-    argv[n++] = (char *)(bin ? bin : "build/sluice");
-    while (*args && n < 31)
-        argv[n++] = (char *)*args++;
-    argv[n] = NULL;
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fd = open(th->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-            close(fd);
-        }
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    th->pid = pid;
-    return pid;
-}
-
 /* Runs it to the end; returns its exit code (fails the test on a timeout or a signal). */
 static int run_args(sl_th_t *th, const char *const *args, int timeout_ms)
 {
-    start_args(th, args);
-    if (!sl_th_wait(th, timeout_ms))
-        fail_msg("sluice %s still running after %d ms; log:\n%s", args[0], timeout_ms, sl_th_log(th));
-    if (!WIFEXITED(th->status))
-        fail_msg("sluice %s died with status 0x%x; log:\n%s", args[0], th->status, sl_th_log(th));
-    return WEXITSTATUS(th->status);
+    int rc = sl_th_run_argv(th, args, timeout_ms);
+    if (rc < 0)
+        fail_msg("sluice %s ran past %d ms or died (status 0x%x); log:\n%s", args[0], timeout_ms, th->status,
+                 sl_th_log(th));
+    return rc;
 }
 
 /* sluice gen into dir/name with extra options; returns how many malformed payloads it wrote. */
@@ -295,7 +270,7 @@ static void test_killed_replay_resumes(void **state)
                  "           partition_by: key, verify_sequence: true } ]\n",
                  cap);
     const char *args[] = {"run", "-c", th->cfg, "-v", NULL};
-    start_args(th, args);
+    sl_th_start_argv(th, args);
     double out = 0; /* wait until both instances have emitted, so the successor has something to skip */
     for (int i = 0; i < 3000 && (out = summary_out(th)) < 3000; i++)
         usleep(10000);
@@ -457,7 +432,7 @@ static void test_record_from_mosquitto(void **state)
                  "sinks: [ { name: out, type: null, from: dec } ]\n",
                  port);
     const char *args[] = {"record", "-c", th->cfg, "-o", cap, "--count", "50", "--gzip", NULL};
-    start_args(th, args);
+    sl_th_start_argv(th, args);
     bool up = sl_th_wait_log(th, "subscribed to 1 filter", 30000);
     /* 60 messages, 10 past the limit (acknowledged, not written). */
     char cmd[300];
@@ -510,7 +485,7 @@ static void test_gen_to_broker_recorded(void **state)
                  "sinks: [ { name: out, type: null, from: broker } ]\n",
                  url);
     const char *rec[] = {"record", "-c", th->cfg, "-o", cap, "--count", "2000", NULL};
-    start_args(th, rec);
+    sl_th_start_argv(th, rec);
     bool up = sl_th_wait_log(th, "subscribed to 1 filter", 30000);
     sl_th_t pub = *th; /* gen's own log, beside record's */
     snprintf(pub.log, sizeof pub.log, "%s/gen.log", th->dir);
@@ -547,7 +522,7 @@ static void test_replay_to_broker(void **state)
                  "sinks: [ { name: out, type: null, from: broker } ]\n",
                  url);
     const char *rec[] = {"record", "-c", th->cfg, "-o", again, "--count", "500", NULL};
-    start_args(th, rec);
+    sl_th_start_argv(th, rec);
     bool up = sl_th_wait_log(th, "subscribed to 1 filter", 30000);
     sl_th_t pub = *th;
     snprintf(pub.log, sizeof pub.log, "%s/pub.log", th->dir);
@@ -580,6 +555,101 @@ static void test_replay_to_broker(void **state)
     sl_cap_reader_destroy(b);
 }
 
+/* Runs `sluice verify ARGS...` in th2 (its own log); returns its exit code and leaves its output there. */
+static int verify(sl_th_t *th, sl_th_t *th2, const char *const *args)
+{
+    *th2 = *th;
+    snprintf(th2->log, sizeof th2->log, "%s/verify.log", th->dir);
+    th2->pid = 0;
+    const char *argv[16] = {"verify"};
+    size_t n = 1;
+    while (*args && n < 15)
+        argv[n++] = *args++;
+    argv[n] = NULL;
+    return run_args(th2, argv, 60000);
+}
+
+/*
+ * The capture sink acknowledges only what is in the file: SIGKILL it mid-stream (a generator at 40k/s,
+ * 200,000 events), and every sequence number is in the capture afterwards (what it had not acknowledged
+ * is delivered again to its successor, which cuts what the kill left half-written), checked by
+ * `sluice verify`. Plain and gzip.
+ */
+static void capture_sink_killed(sl_th_t *th, int gzip)
+{
+    char cap[300];
+    snprintf(cap, sizeof cap, "%s/killed.cap%s", th->dir, gzip ? ".gz" : "");
+    sl_th_config(th,
+                 "pipeline: { name: capkill }\n"
+                 "sources: [ { name: fleet, type: generator, count: 200000, rate: 40000, devices: 100 } ]\n"
+                 "sinks: [ { name: rec, type: capture, from: fleet, file: %s, gzip_level: %d } ]\n",
+                 cap, gzip);
+    const char *args[] = {"run", "-c", th->cfg, "-v", NULL};
+    sl_th_start_argv(th, args);
+    struct stat st = {0};
+    for (int i = 0; i < 3000 && (stat(cap, &st) != 0 || st.st_size < 200000); i++)
+        usleep(10000); /* polling for the condition: the capture has grown past a few batches */
+    assert_true(st.st_size >= 200000);
+    pid_t victim = sl_th_worker_pid(th, "rec#0");
+    assert_true(victim > 0);
+    assert_int_equal(kill(victim, SIGKILL), 0);
+    if (!sl_th_wait(th, 60000) || !WIFEXITED(th->status) || WEXITSTATUS(th->status) != 0)
+        fail_msg("status 0x%x; log:\n%s", th->status, sl_th_log(th));
+    uint64_t restarts = 0;
+    assert_true(sl_th_log_number(th, "[total]", "restarts ", &restarts));
+    assert_int_equal(restarts, 1); /* it was killed while the stream ran, and came back */
+    sl_th_t v;
+    const char *vargs[] = {"--expect", "200000", cap, NULL};
+    int rc = verify(th, &v, vargs);
+    char out[2048];
+    snprintf(out, sizeof out, "%s", sl_th_log(&v)); /* sl_th_log's buffer is replaced by the next call */
+    if (rc != 0 || strstr(out, "lost 0,") == NULL || strstr(out, "corrupt 0") == NULL)
+        fail_msg("verify exited %d: %s\nrun log:\n%s", rc, out, sl_th_log(th));
+}
+
+static void test_capture_sink_killed(void **state) { capture_sink_killed(*state, 0); }
+static void test_capture_sink_killed_gzip(void **state) { capture_sink_killed(*state, 6); }
+
+/* sluice verify: lost, duplicates and corrupt records are found and set the exit status. */
+static void test_verify_command(void **state)
+{
+    sl_th_t *th = *state, v;
+    char a[300], b[300], dir_path[300], cmd[1024];
+    snprintf(dir_path, sizeof dir_path, "%s/files", th->dir);
+    assert_int_equal(mkdir(dir_path, 0755), 0);
+    const char *opts[] = {"-n", "1000", "-d", "10", "-p", "mixed", "--seed", "5", NULL};
+    gen(th, "files/a.cap", a, sizeof a, opts);
+    gen(th, "files/b.cap.gz", b, sizeof b, opts); /* the same messages again, gzip */
+    const char *ok[] = {"--expect", "1000", a, NULL};
+    assert_int_equal(verify(th, &v, ok), 0);
+    assert_non_null(strstr(sl_th_log(&v), "1 files, 1000 records from 10 devices: 1000 distinct of 1000 expected, "
+                                          "lost 0, duplicates 0, unparseable 0, corrupt 0"));
+    const char *short_of[] = {"--expect", "1010", a, NULL}; /* one more message per device than there is */
+    assert_int_equal(verify(th, &v, short_of), 1);
+    assert_non_null(strstr(sl_th_log(&v), "lost 10,"));
+    const char *dir[] = {"--expect", "1000", dir_path, NULL}; /* both files: every message twice */
+    assert_int_equal(verify(th, &v, dir), 0);
+    assert_non_null(strstr(sl_th_log(&v), "2000 records from 10 devices: 1000 distinct of 1000 expected, lost 0, "
+                                          "duplicates 1000"));
+    /* Record 500 of a damaged copy: one corrupt record, so its message is lost too. */
+    sl_cap_reader_t *rd;
+    sl_cap_rec_t r;
+    assert_int_equal(sl_cap_reader_open(a, &rd), 0);
+    while (sl_cap_reader_next(rd, &r) == 0 && r.index < 500)
+        ;
+    uint64_t at = r.offset + 20;
+    sl_cap_reader_destroy(rd);
+    snprintf(cmd, sizeof cmd, "cp %s %s/c.cap && printf 'X' | dd of=%s/c.cap bs=1 seek=%llu conv=notrunc 2>/dev/null",
+             a, th->dir, th->dir, (unsigned long long)at);
+    assert_int_equal(system(cmd), 0);
+    char damaged[300];
+    snprintf(damaged, sizeof damaged, "%s/c.cap", th->dir);
+    const char *bad[] = {"--expect", "1000", damaged, NULL};
+    assert_int_equal(verify(th, &v, bad), 1);
+    assert_non_null(strstr(sl_th_log(&v), "corrupt record 500 at byte"));
+    assert_non_null(strstr(sl_th_log(&v), "lost 1, duplicates 0, unparseable 0, corrupt 1"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -595,6 +665,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_record_from_mosquitto, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gen_to_broker_recorded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replay_to_broker, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_capture_sink_killed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_capture_sink_killed_gzip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_verify_command, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

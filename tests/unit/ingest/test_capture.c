@@ -450,6 +450,120 @@ static void test_writer_refuses(void **state)
     sl_cap_reader_destroy(NULL);
 }
 
+/*
+ * Appending after a crash: the records flushed before it are kept, whatever the crash left after the
+ * last flush (a record cut short, a gzip member cut short) is cut off at the append, and every record
+ * of both writers reads back with nothing reported corrupt. Every cut length of the unflushed tail.
+ */
+static void append_after_crash(tc_t *t, int gzip)
+{
+    sl_cap_wopts_t o = {.gzip_level = gzip, .desc = "append", .append = true};
+    sl_cap_writer_t *w;
+    sl_cap_rec_t r;
+    /* A reference file: records 0-1 flushed, then records 2-4 in a second unit (never flushed). */
+    unlink(t->path);
+    assert_int_equal(sl_cap_writer_open(t->path, &o, &w), 0);
+    for (int i = 0; i < 2; i++)
+        fill_rec(t, i, &r), assert_int_equal(sl_cap_writer_put(w, &r), 0);
+    assert_int_equal(sl_cap_writer_flush(w, true), 0);
+    size_t flushed;
+    free(slurp(t->path, &flushed));
+    uint64_t end[NREC] = {0}; /* plain: where each record ends in the file */
+    for (int i = 2; i < NREC; i++) {
+        fill_rec(t, i, &r), assert_int_equal(sl_cap_writer_put(w, &r), 0);
+        end[i] = sl_cap_writer_bytes(w);
+    }
+    assert_int_equal(sl_cap_writer_close(w), 0);
+    size_t full;
+    uint8_t *whole = slurp(t->path, &full);
+    assert_true(full > flushed + 8);
+    for (size_t keep = flushed; keep < full; keep += 1 + (full - flushed) / 40) {
+        FILE *f = fopen(t->path, "wb"); /* the crash: what reached the file of the second unit */
+        assert_int_equal(fwrite(whole, 1, keep, f), keep);
+        fclose(f);
+        /* gzip: the unfinished member goes; plain: the record cut short goes, complete ones stay (they
+         * come again from the successor: duplicates, as after any crash before an acknowledgement). */
+        size_t good = flushed;
+        int dup = 0;
+        for (int i = 2; !gzip && i < NREC && end[i] <= keep; i++)
+            good = end[i], dup++;
+        assert_int_equal(sl_cap_writer_open(t->path, &o, &w), 0);
+        assert_int_equal(sl_cap_writer_cut(w), keep - good);
+        for (int i = 2; i < NREC; i++) /* the successor writes what was not acknowledged */
+            fill_rec(t, i, &r), assert_int_equal(sl_cap_writer_put(w, &r), 0);
+        assert_int_equal(sl_cap_writer_close(w), 0);
+        sl_cap_reader_t *rd;
+        assert_int_equal(sl_cap_reader_open(t->path, &rd), 0);
+        int n = 0, rc;
+        while ((rc = sl_cap_reader_next(rd, &r)) == 0) {
+            int want = n < 2 + dup ? n : n - dup; /* 0, 1, the duplicates, then 2-4 */
+            assert_true(n < NREC + dup);
+            assert_int_equal(r.payload_len, strlen(t->payload[want]));
+            assert_memory_equal(r.payload, t->payload[want], r.payload_len);
+            n++;
+        }
+        assert_int_equal(rc, SL_EOF);
+        assert_int_equal(n, NREC + dup);
+        assert_int_equal(sl_cap_reader_info(rd)->corrupt, 0);
+        sl_cap_reader_destroy(rd);
+    }
+    free(whole);
+    /* The other kind of file is refused, not mixed into it. */
+    o.gzip_level = gzip ? 0 : 6;
+    assert_int_equal(sl_cap_writer_open(t->path, &o, &w), SL_EINVAL);
+}
+
+static void test_append_after_crash(void **state) { append_after_crash(*state, 0); }
+static void test_append_after_crash_gzip(void **state) { append_after_crash(*state, 6); }
+
+/* The sequence check: gaps, duplicates in any order, several devices, the expected total, binary payloads. */
+static void test_seq_check(void **state)
+{
+    (void)state;
+    sl_cap_seq_t *s;
+    assert_int_equal(sl_cap_seq_new(&s), 0);
+    char topic[32], payload[64];
+    sl_cap_rec_t r = {.topic = topic, .payload = (const uint8_t *)payload};
+    /* 3000 devices (the device table grows), seq 0-9 each except device 7's 5, device 8's 3 twice, out of order. */
+    for (int seq = 9; seq >= 0; seq--)
+        for (int d = 0; d < 3000; d++) {
+            if (d == 7 && seq == 5)
+                continue;
+            r.topic_len = (uint32_t)snprintf(topic, sizeof topic, "fleet/dev-%d/telemetry", d);
+            r.payload_len = (uint32_t)snprintf(payload, sizeof payload, "{\"device\":%d,\"seq\": %d}", d, seq);
+            assert_int_equal(sl_cap_seq_add(s, &r), 0);
+            if (d == 8 && seq == 3)
+                assert_int_equal(sl_cap_seq_add(s, &r), 0);
+        }
+    uint8_t bin[64] = {0xB1, 0x0B};
+    bin[6] = 10; /* a `sluice gen` binary payload: device 0's seq 10 */
+    r = (sl_cap_rec_t){.topic = "fleet/dev-0/telemetry", .topic_len = 21, .payload = bin, .payload_len = 64};
+    assert_int_equal(sl_cap_seq_add(s, &r), 0);
+    r.payload = (const uint8_t *)"{\"temp\":21.5}";
+    r.payload_len = 13;
+    assert_int_equal(sl_cap_seq_add(s, &r), SL_EBADMSG);
+    r.payload = (const uint8_t *)"{\"seq\":999999999999}"; /* past the bitmap's bound: refused, counted */
+    r.payload_len = 20;
+    assert_int_equal(sl_cap_seq_add(s, &r), SL_EBADMSG);
+    sl_cap_seq_totals_t t;
+    sl_cap_seq_totals(s, 0, &t);
+    assert_int_equal(t.records, 30000 - 1 + 1 + 3);
+    assert_int_equal(t.devices, 3000);
+    assert_int_equal(t.distinct, 30000);
+    assert_int_equal(t.duplicates, 1);
+    assert_int_equal(t.unparseable, 2);
+    assert_int_equal(t.gaps, 1);
+    assert_int_equal(t.lost, 1);
+    sl_cap_seq_totals(s, 30001, &t); /* device 0's 10 is there, device 7's 5 is not */
+    assert_int_equal(t.lost, 1);
+    assert_int_equal(t.extra, 0);
+    sl_cap_seq_totals(s, 30100, &t); /* 99 more were expected than the gaps explain */
+    assert_int_equal(t.lost, 100);
+    sl_cap_seq_totals(s, 29000, &t);
+    assert_int_equal(t.extra, 1000);
+    sl_cap_seq_destroy(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -463,6 +577,9 @@ int main(void)
         cmocka_unit_test(test_samples),
         cmocka_unit_test(test_fuzz_regressions),
         cmocka_unit_test_setup_teardown(test_writer_refuses, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_append_after_crash, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_append_after_crash_gzip, setup, teardown),
+        cmocka_unit_test(test_seq_check),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
