@@ -69,29 +69,6 @@ void sl_th_config(sl_th_t *th, const char *fmt, ...)
     fclose(f);
 }
 
-pid_t sl_th_start(sl_th_t *th, const char *cmd, const char *extra)
-{
-    const char *bin = getenv("SLUICE_BIN");
-    if (bin == NULL)
-        bin = "build/sluice";
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fd = open(th->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-            close(fd);
-        }
-        if (extra)
-            execl(bin, bin, cmd, "-c", th->cfg, extra, (char *)NULL);
-        else
-            execl(bin, bin, cmd, "-c", th->cfg, (char *)NULL);
-        _exit(127);
-    }
-    th->pid = pid;
-    return pid;
-}
-
 pid_t sl_th_start_argv(sl_th_t *th, const char *const *args)
 {
     const char *bin = getenv("SLUICE_BIN");
@@ -114,6 +91,12 @@ pid_t sl_th_start_argv(sl_th_t *th, const char *const *args)
     }
     th->pid = pid;
     return pid;
+}
+
+pid_t sl_th_start(sl_th_t *th, const char *cmd, const char *extra)
+{
+    const char *args[] = {cmd, "-c", th->cfg, extra, NULL};
+    return sl_th_start_argv(th, args);
 }
 
 int sl_th_run_argv(sl_th_t *th, const char *const *args, int timeout_ms)
