@@ -3,6 +3,9 @@
  */
 #include "harness.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -257,6 +260,25 @@ const char *sl_th_http_get(int port, const char *path)
     resp[len] = 0;
     close(fd);
     return resp;
+}
+
+int sl_th_metric(int port, const char *name, const char *node, uint64_t *out)
+{
+    const char *buf = sl_th_http_get(port, "/metrics");
+    if (buf == NULL || strstr(buf, "\r\n\r\n") == NULL)
+        return -1;
+    char want[128], who[128];
+    snprintf(want, sizeof want, "\nsluice_%s{", name);
+    snprintf(who, sizeof who, "node=\"%s\"", node ? node : "");
+    uint64_t sum = 0;
+    for (const char *p = buf; (p = strstr(p, want)) != NULL; p++) {
+        const char *eol = strchr(p + 1, '\n'), *sp = eol ? memrchr(p + 1, ' ', (size_t)(eol - p - 1)) : NULL;
+        const char *at = node ? strstr(p, who) : p;
+        if (sp != NULL && at != NULL && at < eol)
+            sum += strtoull(sp + 1, NULL, 10);
+    }
+    *out = sum;
+    return 0;
 }
 
 int sl_th_free_port(void)

@@ -50,6 +50,10 @@ size_t sl_th_children(pid_t parent, pid_t *out, size_t cap);
  * are debug lines: start sluice with -v). 0 if not found. */
 pid_t sl_th_worker_pid(sl_th_t *th, const char *name);
 
+/* The sum over instances of metric sluice_NAME (node: only that node's instances, or NULL: all) from the
+ * /metrics endpoint on 127.0.0.1:port. Returns 0 and *out, or -1 when the endpoint did not answer. */
+int sl_th_metric(int port, const char *name, const char *node, uint64_t *out);
+
 /* ---- mosquitto and MQTT publishers (tests of the MQTT source) ------------------------------------ */
 
 typedef struct sl_th_mosq_s {
