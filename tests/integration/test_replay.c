@@ -431,13 +431,19 @@ static void test_record_from_mosquitto(void **state)
                  "stages: [ { name: dec, type: decode, from: broker } ]\n"
                  "sinks: [ { name: out, type: null, from: dec } ]\n",
                  port);
+    /* The topic's retained message is seq 0: the subscription delivers it first, with the retain flag. */
+    char cmd[300];
+    snprintf(cmd, sizeof cmd,
+             "for t in $(seq 100); do mosquitto_pub -p %d -q 1 -r -t factory/dev-7/telemetry -m '{\"seq\":0}' "
+             "2>/dev/null && exit 0; sleep 0.1; done; exit 1",
+             port);
+    assert_int_equal(system(cmd), 0); /* retried while mosquitto starts */
     const char *args[] = {"record", "-c", th->cfg, "-o", cap, "--count", "50", "--gzip", NULL};
     sl_th_start_argv(th, args);
     bool up = sl_th_wait_log(th, "subscribed to 1 filter", 30000);
-    /* 60 messages, 10 past the limit (acknowledged, not written). */
-    char cmd[300];
+    /* 60 more messages (seq 1-60), 11 past the limit (acknowledged, not written). */
     snprintf(cmd, sizeof cmd,
-             "for i in $(seq 0 59); do echo \"{\\\"seq\\\":$i}\"; done | "
+             "for i in $(seq 1 60); do echo \"{\\\"seq\\\":$i}\"; done | "
              "mosquitto_pub -p %d -q 1 -t factory/dev-7/telemetry -l",
              port);
     int pub = up ? system(cmd) : -1;
@@ -463,6 +469,7 @@ static void test_record_from_mosquitto(void **state)
         assert_true(r.ts_ns > 0);
         assert_int_equal(r.props_len, 4 + 9 + 5); /* device_id=dev-7 from the topic template */
         assert_memory_equal(r.props + 4, "device_iddev-7", 14);
+        assert_int_equal(r.flags, n == 0 ? SL_CAP_F_RETAIN : 0); /* the retained one is recorded as such */
         n++;
     }
     assert_int_equal(n, 50);
