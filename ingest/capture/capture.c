@@ -534,7 +534,9 @@ int sl_cap_writer_open(const char *path, const sl_cap_wopts_t *o, sl_cap_writer_
     sl__st64(h + 16, o->created_ns ? o->created_ns : sl_wall_ns());
     sl__st16(h + 24, (uint16_t)dl);
     uint8_t c[4];
-    uLong crc = crc32(crc32(0L, h, sizeof h), (const Bytef *)o->desc, (uInt)dl);
+    uLong crc = crc32(0L, h, sizeof h);
+    if (dl) /* crc32() of a NULL buffer is 0, not the running value (see sl_cap_writer_put) */
+        crc = crc32(crc, (const Bytef *)o->desc, (uInt)dl);
     sl__st32(c, (uint32_t)crc);
     if (header) {
         sl__cap_w(w, h, sizeof h);
@@ -561,9 +563,14 @@ int sl_cap_writer_put(sl_cap_writer_t *w, const sl_cap_rec_t *rec)
     sl__st32(h + 20, rec->props_len);
     sl__st32(h + 24, rec->payload_len);
     uLong crc = crc32(0L, h + 4, sizeof h - 4);
+    /* zlib's crc32() with a NULL buffer returns its initial value (0), whatever the length: a record
+     * without properties (props NULL) had its checksum restarted and was read back as corrupt; so was a
+     * header without a description. */
     crc = crc32(crc, (const Bytef *)rec->topic, rec->topic_len);
-    crc = crc32(crc, rec->props, rec->props_len);
-    crc = crc32(crc, rec->payload, rec->payload_len);
+    if (rec->props_len)
+        crc = crc32(crc, rec->props, rec->props_len);
+    if (rec->payload_len)
+        crc = crc32(crc, rec->payload, rec->payload_len);
     uint8_t c[4];
     sl__st32(c, (uint32_t)crc);
     sl__cap_w(w, h, sizeof h);

@@ -17,13 +17,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "harness.h"
+#include "ingest/capture/capture.h"
 
 typedef struct fx_s {
     sl_th_t th, th2;
@@ -414,6 +419,124 @@ static void test_stalled_sink_pause(void **state)
     assert_verify(&fx->th, "out", 6000, 4);
 }
 
+/* Sends buf over fd; true when all of it went. */
+static bool send_all(int fd, const void *buf, size_t len) { return send(fd, buf, len, MSG_NOSIGNAL) == (ssize_t)len; }
+
+/*
+ * What mosquitto does with a PUBLISH whose topic is not UTF-8, spoken byte by byte over TCP (no client
+ * library would send it): returns true when the broker answered the CONNECT and then closed the connection
+ * on the PUBLISH instead of delivering it.
+ */
+static bool broker_refuses_bad_topic(int port, const char *topic, size_t tlen)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
+        fail_msg("connect to mosquitto failed");
+    /* CONNECT, MQTT 3.1.1, clean session, keep-alive 60 s, client id "raw-bad-topic". */
+    static const uint8_t conn[] = {0x10, 25,  0,   4,   'M', 'Q', 'T', 'T', 4,   2,   0,   60,  0,  13,
+                                   'r',  'a', 'w', '-', 'b', 'a', 'd', '-', 't', 'o', 'p', 'i', 'c'};
+    uint8_t connack[4], pub[256];
+    struct timeval tv = {5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    bool ok = send_all(fd, conn, sizeof conn) && recv(fd, connack, 4, MSG_WAITALL) == 4 && connack[0] == 0x20 &&
+              connack[3] == 0;
+    /* PUBLISH QoS 0: [0x30][remaining][topic length][topic][payload]. */
+    static const char payload[] = "{\"seq\":1}";
+    size_t n = 0;
+    pub[n++] = 0x30;
+    pub[n++] = (uint8_t)(2 + tlen + sizeof payload - 1);
+    pub[n++] = 0;
+    pub[n++] = (uint8_t)tlen;
+    memcpy(pub + n, topic, tlen);
+    n += tlen;
+    memcpy(pub + n, payload, sizeof payload - 1);
+    n += sizeof payload - 1;
+    ok = ok && send_all(fd, pub, n);
+    char c;
+    bool closed = ok && recv(fd, &c, 1, 0) == 0; /* the broker's answer: end of stream, not a timeout */
+    close(fd);
+    return closed;
+}
+
+/*
+ * Invalid UTF-8 topics, end to end. mosquitto refuses them at the door: a raw PUBLISH with one gets the
+ * publisher disconnected, and the sluice subscribed to `#` receives nothing from it (only the valid
+ * messages after). Such topics reach sluice from a broker or bridge that does not check, or from a capture:
+ * a capture with two of them, replayed through the same pipeline (its mqtt source turned into a replay
+ * source by `sluice replay`), sends both to the dead-letter sink with reason bad_topic, counted as failed,
+ * and everything else to the sink.
+ */
+static void test_bad_topic(void **state)
+{
+    fx_t *fx = *state;
+    start_broker(fx, NULL);
+    sl_th_config(&fx->th,
+                 "pipeline: { name: t }\n"
+                 "metrics: { summary_interval: 100ms }\n"
+                 "sources:\n"
+                 "  - { name: mq, type: mqtt, urls: \"%s\", client_id: bt-test, topics: \"#\",\n"
+                 "      topic_template: \"bt/{device_id}\", key_from: device_id }\n"
+                 "stages:\n"
+                 "  - { name: dec, type: decode, from: mq, dead_letter: rejects }\n"
+                 "sinks:\n"
+                 "  - { name: out, type: null, from: dec, verify_sequence: true }\n"
+                 "  - { name: rejects, type: file, dir: '%s', path: rejects.ndjson, sync: none }\n",
+                 fx->url, fx->th.dir);
+    start_sluice(&fx->th, NULL);
+    static const char bad1[] = "bt/\xff\xfe", bad2[] = "bt/\xc0\xaf"; /* a stray byte; an overlong '/' */
+    assert_true(broker_refuses_bad_topic(fx->mq.port, bad1, sizeof bad1 - 1));
+    assert_true(broker_refuses_bad_topic(fx->mq.port, bad2, sizeof bad2 - 1));
+    publish(fx, 4, 1, "bt/d%u", 2, 0, 20);
+    wait_count(&fx->th, "out", "in", 40, 20000);
+    stop_sluice(&fx->th);
+    assert_verify(&fx->th, "out", 40, 2);
+    assert_int_equal(node_count(&fx->th, "rejects", "in"), 0); /* nothing of the refused publishes got in */
+    assert_int_equal(sl_th_mosq_log_count(&fx->mq, "raw-bad-topic disconnected due to malformed packet"), 2);
+
+    /* The same pipeline fed from a capture that carries them. */
+    char cap[400];
+    snprintf(cap, sizeof cap, "%s/bad-topics.cap", fx->th.dir);
+    sl_cap_writer_t *w;
+    assert_int_equal(sl_cap_writer_open(cap, &(sl_cap_wopts_t){.desc = "test_bad_topic"}, &w), 0);
+    char payload[64], topic[16];
+    for (unsigned i = 0; i < 30; i++) {
+        const char *t = topic;
+        size_t tl = (size_t)snprintf(topic, sizeof topic, "bt/d%u", i % 3);
+        if (i == 10 || i == 20) { /* two bad ones, in the middle of the stream */
+            t = i == 10 ? bad1 : bad2;
+            tl = i == 10 ? sizeof bad1 - 1 : sizeof bad2 - 1;
+        }
+        int pl = snprintf(payload, sizeof payload, "{\"device\":\"dev-%u\",\"seq\":%u}", i % 3, i / 3);
+        sl_cap_rec_t r = {.ts_ns = 1,
+                          .qos = 1,
+                          .topic = t,
+                          .topic_len = (uint32_t)tl,
+                          .payload = (const uint8_t *)payload,
+                          .payload_len = (uint32_t)pl};
+        assert_int_equal(sl_cap_writer_put(w, &r), 0);
+    }
+    assert_int_equal(sl_cap_writer_close(w), 0);
+    unlink(fx->th.log);
+    sl_th_start(&fx->th, "replay", cap); /* every record carries the same time: all at once */
+    if (!sl_th_wait(&fx->th, 30000) || !WIFEXITED(fx->th.status) || WEXITSTATUS(fx->th.status) != 0)
+        fail_msg("sluice replay did not drain; log:\n%s", log_tail(&fx->th));
+    uint64_t failed = 0;
+    if (!sl_th_log_number(&fx->th, "[total]", "failed ", &failed) || failed != 2 ||
+        node_count(&fx->th, "rejects", "in") != 2 || node_count(&fx->th, "out", "in") != 28)
+        fail_msg("want 2 failed, 2 dead letters and 28 events; log:\n%s", log_tail(&fx->th));
+    /* The dead-letter file (its name gets the instance before the extension): the reasons. */
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "cat '%s'/rejects*.ndjson | grep -c '\"dl_reason\":\"bad_topic\"'", fx->th.dir);
+    FILE *f = popen(cmd, "r");
+    int reasons = -1;
+    assert_non_null(f);
+    assert_int_equal(fscanf(f, "%d", &reasons), 1);
+    pclose(f);
+    assert_int_equal(reasons, 2);
+}
+
 /* Two sluice instances in one shared group split one stream: together every message, each a share. */
 static void test_shared_group(void **state)
 {
@@ -523,6 +646,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_kill_source_qos1, setup, teardown),
         cmocka_unit_test_setup_teardown(test_broker_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stalled_sink_pause, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_topic, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shared_group, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls, setup, teardown),
     };
