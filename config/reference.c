@@ -20,7 +20,7 @@ static const char sl__ref_intro[] =
     "problem as `FILE:LINE:COL: path.to.key: what is wrong (what was expected)`, or prints the topology.\n"
     "\n"
     "```yaml\n"
-    "pipeline: { name: quickstart }\n"
+    "pipeline: { name: fleet-relay }\n"
     "channels: { max_demand: 1000, capacity: 1MiB, memory_limit: 256MiB }\n"
     "sources:\n"
     "  - { name: fleet, type: generator, count: 1_000_000 }\n"
