@@ -299,6 +299,23 @@ void sl__out_kick(sl_inst_t *inst)
             sl_chan_kick(inst->out[gi].chans[c]);
 }
 
+bool sl__out_can_direct(sl_inst_t *inst, size_t need)
+{
+    for (uint32_t gi = 0; gi < inst->n_out; gi++) {
+        const sl_out_group_t *g = &inst->out[gi];
+        if (g->dead_letter)
+            continue;
+        bool all = g->kind == SL_DISP_BROADCAST, ok = all;
+        for (uint32_t c = 0; c < g->n; c++) {
+            bool can = sl_chan_can_reserve(g->chans[c], need, 0); /* asks for a wake-up when room is short */
+            ok = all ? ok && can : ok || can;
+        }
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
 void sl__out_ring(sl_inst_t *inst)
 {
     for (uint32_t gi = 0; gi < inst->n_out; gi++)
@@ -334,6 +351,20 @@ static uint32_t sl__direct_target(sl_out_group_t *g, const sl_emit_t *em, size_t
 int sl__out_emit_direct(sl_inst_t *inst, uint32_t *targets, const sl_emit_t *em, uint32_t overdraft)
 {
     size_t len = sl__em_len(em, NULL);
+    /* One consumer (a source feeding one instance, its dead-letter group aside): the reservation itself is
+     * the whole check, on the producer's cached demand and room, which it refreshes only when they run out;
+     * the general path below re-reads both for every channel of every event. */
+    if (inst->n_out - (inst->n_out > 1 && inst->out[inst->n_out - 1].dead_letter) == 1 && inst->out[0].n == 1 &&
+        !inst->out[0].dead_letter) {
+        sl_chan_t *ch = inst->out[0].chans[0];
+        sl_rec_t *r;
+        int rc = sl_chan_reserve_over(ch, len, &r, overdraft);
+        if (rc != 0)
+            return rc == SL_EMSGSIZE ? SL_EMSGSIZE : SL_EAGAIN;
+        sl__fill(r, em, NULL);
+        sl_chan_push(ch);
+        return 0;
+    }
     for (uint32_t gi = 0; gi < inst->n_out; gi++) {
         targets[gi] = SL_STASH_ANY;
         if (inst->out[gi].dead_letter)

@@ -237,6 +237,9 @@ void sl__out_kick(sl_inst_t *inst);
 /* Rings every consumer's bell (if it sleeps) without touching the producer side's state: for a thread of
  * the producing process other than the one that publishes. */
 void sl__out_ring(sl_inst_t *inst);
+/* True when an event of need record bytes would find demand and room in every output group now (a
+ * partitioned group: in some partition). Registers for a wake-up where room is short. */
+bool sl__out_can_direct(sl_inst_t *inst, size_t need);
 /* Writes the event straight into its channel(s), never the stash, or nothing: SL_EAGAIN when a target
  * lacks demand (beyond overdraft) or room. targets has room for one entry per output group. */
 int sl__out_emit_direct(sl_inst_t *inst, uint32_t *targets, const sl_emit_t *em, uint32_t overdraft);

@@ -63,6 +63,7 @@ struct sl_ctx_s {
     uint64_t ext_out;          /* events emitted by that thread (only it writes this) */
     uint64_t ext_kick_ns;      /* when that thread last kicked its consumers (only it writes this) */
     _Atomic bool ext_kick_due; /* it published without kicking: the worker thread rings for it */
+    size_t ext_need;           /* record bytes of the event it waits to emit */
     uint8_t *dl_buf;           /* attributes of a dead-lettered event */
     uint64_t dl_logged_ns, dl_unlogged;
     sl_event_t *evs;
@@ -112,10 +113,12 @@ int sl_emit_event(sl_ctx_t *ctx, const sl_event_t *ev)
     return rc;
 }
 
+/* The external thread may try again: stopping, or demand and room for the event it holds (a full ring with
+ * demand left used to make this true at once, and the thread spun until the consumer freed room). */
 static bool sl__ext_ready(void *arg)
 {
     sl_ctx_t *ctx = arg;
-    return sl__stop_requested(ctx->inst) || sl__out_demand(ctx->inst) > 0;
+    return sl__stop_requested(ctx->inst) || sl__out_can_direct(ctx->inst, ctx->ext_need);
 }
 
 /*
@@ -147,6 +150,7 @@ int sl_emit_wait(sl_ctx_t *ctx, const sl_emit_t *em, uint64_t timeout_ns)
 {
     assert(ctx->external);
     uint64_t deadline = sl_now_ns() + timeout_ns;
+    ctx->ext_need = sl_rec_body_len(em->topic_len, em->key_len, em->attr_len, em->payload_len);
     for (;;) {
         if (sl__stop_requested(ctx->inst))
             return SL_ECANCELED;
