@@ -168,24 +168,6 @@ static void *pub_thread(void *arg)
 
 static uint64_t wall_ms(void) { return sl_wall_ns() / SL_NS_PER_MS; }
 
-/* Milliseconds since the epoch of a log line "HH:MM:SS.mmm ..." written today (UTC, as sl_log writes). */
-static uint64_t line_ms(const char *line)
-{
-    int h, m, s, ms;
-    if (sscanf(line, "%d:%d:%d.%d", &h, &m, &s, &ms) != 4)
-        return 0;
-    uint64_t day = wall_ms() / 86400000 * 86400000;
-    return day + (uint64_t)(((h * 60 + m) * 60 + s) * 1000 + ms);
-}
-
-/* "12", "200.0k", "1.20M" -> the number. */
-static double human(const char *p)
-{
-    char *e;
-    double v = strtod(p, &e);
-    return *e == 'k' ? v * 1e3 : *e == 'M' ? v * 1e6 : *e == 'G' ? v * 1e9 : v;
-}
-
 /* The time of the first log line containing needle, and of the first summary line whose sink count
  * reaches n (0 when not yet). */
 static uint64_t log_time(bench_t *b, const char *needle, double n)
@@ -196,8 +178,8 @@ static uint64_t log_time(bench_t *b, const char *needle, double n)
         const char *hit = strstr(l, needle);
         if (hit == NULL || (eol && hit > eol))
             continue;
-        if (n <= 0 || human(hit + strlen(needle)) >= n)
-            return line_ms(l);
+        if (n <= 0 || sl_bench_human(hit + strlen(needle)) >= n)
+            return sl_bench_log_ms(l);
     }
     return 0;
 }
@@ -244,19 +226,7 @@ static void verify_counts(bench_t *b, uint64_t *lost, uint64_t *dups)
 /* The sink's count in the last summary line and the time of the first line that showed it. */
 static double sink_progress(bench_t *b, uint64_t *t_ms)
 {
-    const char *log = sl_th_log(&b->th);
-    double count = 0;
-    *t_ms = 0;
-    for (const char *l = log; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
-        const char *eol = strchr(l, '\n');
-        const char *hit = strstr(l, " out in ");
-        if (hit == NULL || (eol && hit > eol))
-            continue;
-        double v = human(hit + 8);
-        if (v > count)
-            count = v, *t_ms = line_ms(l);
-    }
-    return count;
+    return sl_bench_summary_count(sl_th_log(&b->th), "out", t_ms);
 }
 
 static bool sluice_start(bench_t *b)

@@ -81,38 +81,8 @@ static void stop(ov_t *o)
     sl_th_wait(&o->th, 120000);
 }
 
-/* "12", "200.0k", "1.20M" -> the number. */
-static double human(const char *p)
-{
-    char *e;
-    double v = strtod(p, &e);
-    return *e == 'k' ? v * 1e3 : *e == 'M' ? v * 1e6 : v;
-}
-
-static uint64_t line_ms(const char *line)
-{
-    int h, m, s, ms;
-    if (sscanf(line, "%d:%d:%d.%d", &h, &m, &s, &ms) != 4)
-        return 0;
-    uint64_t day = wall_ms() / 86400000 * 86400000;
-    return day + (uint64_t)(((h * 60 + m) * 60 + s) * 1000 + ms);
-}
-
 /* The file sink's count in the last summary line and the time of the first line that showed it. */
-static double sink_count(ov_t *o, uint64_t *t_ms)
-{
-    double count = 0;
-    *t_ms = 0;
-    for (const char *l = sl_th_log(&o->th); l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
-        const char *eol = strchr(l, '\n'), *hit = strstr(l, " out in ");
-        if (hit == NULL || (eol && hit > eol))
-            continue;
-        double v = human(hit + 8);
-        if (v > count)
-            count = v, *t_ms = line_ms(l);
-    }
-    return count;
-}
+static double sink_count(ov_t *o, uint64_t *t_ms) { return sl_bench_summary_count(sl_th_log(&o->th), "out", t_ms); }
 
 /* Waits until the sink has n events or made no progress for quiet_ms; returns its count. */
 static double await_sink(ov_t *o, double n, int quiet_ms, uint64_t *t_ms)
@@ -150,7 +120,7 @@ static double measure_max(ov_t *o, uint64_t n)
     const char *log = sl_th_log(&o->th), *c = strstr(log, "connected to");
     while (c && c > log && c[-1] != '\n')
         c--;
-    uint64_t t0 = c ? line_ms(c) : 0, t1 = 0;
+    uint64_t t0 = c ? sl_bench_log_ms(c) : 0, t1 = 0;
     double got = await_sink(o, (double)(n / 100 * 100), 5000, &t1);
     stop(o);
     printf("maximum: %.0f events drained in %.0f ms: %.0f events/s\n", got, (double)(t1 - t0),

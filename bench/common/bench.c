@@ -275,3 +275,36 @@ int sl_bench_latency(const char *log_path, const char *sink, double us[3])
         fclose(f);
     return rc;
 }
+
+uint64_t sl_bench_log_ms(const char *line)
+{
+    int h, m, s, ms;
+    if (sscanf(line, "%d:%d:%d.%d", &h, &m, &s, &ms) != 4)
+        return 0;
+    uint64_t day = sl_wall_ns() / SL_NS_PER_MS / 86400000 * 86400000;
+    return day + (uint64_t)(((h * 60 + m) * 60 + s) * 1000 + ms);
+}
+
+double sl_bench_human(const char *p)
+{
+    char *e;
+    double v = strtod(p, &e);
+    return *e == 'k' ? v * 1e3 : *e == 'M' ? v * 1e6 : *e == 'G' ? v * 1e9 : v;
+}
+
+double sl_bench_summary_count(const char *log, const char *node, uint64_t *t_ms)
+{
+    char needle[80];
+    int nl = snprintf(needle, sizeof needle, " %s in ", node);
+    double count = 0;
+    *t_ms = 0;
+    for (const char *l = log; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        const char *eol = strchr(l, '\n'), *hit = strstr(l, needle);
+        if (hit == NULL || (eol && hit > eol))
+            continue;
+        double v = sl_bench_human(hit + nl);
+        if (v > count)
+            count = v, *t_ms = sl_bench_log_ms(l);
+    }
+    return count;
+}

@@ -55,4 +55,13 @@ void sl_bench_result(const char *name, double events, double raw, const sl_bench
  * Returns 0 and the three figures in microseconds, or -1 when absent. */
 int sl_bench_latency(const char *log_path, const char *sink, double us[3]);
 
+/* Reading sluice's log (benchmarks that start it through the integration harness). */
+/* Milliseconds since the epoch of a log line "HH:MM:SS.mmm ..." written today (UTC, as sl_log writes). */
+uint64_t sl_bench_log_ms(const char *line);
+/* "12", "200.0k", "1.20M" (the summary line's figures) -> the number. */
+double sl_bench_human(const char *p);
+/* The count of node `node` ("NAME in N") in the last summary line of log, and in *t_ms the time of the
+ * first line that showed that count: when the last event arrived, to the summary interval. */
+double sl_bench_summary_count(const char *log, const char *node, uint64_t *t_ms);
+
 #endif /* SL_BENCH_H */
