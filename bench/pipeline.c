@@ -29,9 +29,9 @@
 typedef struct opts_s {
     const char *sluice, *dir, *sync;
     uint64_t n;
-    int runs, decoders;
-    double rate; /* latency mode: the maximum rate to take half of; 0 = measure it */
-    double secs; /* latency mode: length of the paced replay */
+    int runs, decoders, batch; /* batch: the file sink's batch_size */
+    double rate;               /* latency mode: the maximum rate to take half of; 0 = measure it */
+    double secs;               /* latency mode: length of the paced replay */
     bool latency;
 } opts_t;
 
@@ -86,8 +86,8 @@ static int write_config(const char *cfg, const char *outdir, const opts_t *o, bo
             "sources: [ { name: capture, type: generator } ]\n"
             "stages: [ { name: decode, type: decode, from: capture, concurrency: %d } ]\n"
             "sinks: [ { name: out, type: file, from: decode, dir: '%s', path: 'bench.ndjson', sync: %s,\n"
-            "           rotate_size: 1TiB } ]\n",
-            latency ? "true" : "false", o->decoders, outdir, o->sync);
+            "           batch_size: %d, rotate_size: 1TiB } ]\n",
+            latency ? "true" : "false", o->decoders, outdir, o->sync, o->batch);
     return fclose(f);
 }
 
@@ -119,9 +119,10 @@ int main(int argc, char **argv)
                 .n = 1000000,
                 .runs = 3,
                 .decoders = 1,
+                .batch = 1000,
                 .secs = 4};
     int c;
-    while ((c = getopt(argc, argv, "s:d:n:r:c:y:LR:t:")) != -1) {
+    while ((c = getopt(argc, argv, "s:d:n:r:c:y:b:LR:t:")) != -1) {
         switch (c) {
         case 's': o.sluice = optarg; break;
         case 'd': o.dir = optarg; break;
@@ -129,17 +130,19 @@ int main(int argc, char **argv)
         case 'r': o.runs = atoi(optarg); break;
         case 'c': o.decoders = atoi(optarg); break;
         case 'y': o.sync = optarg; break;
+        case 'b': o.batch = atoi(optarg); break;
         case 'L': o.latency = true; break;
         case 'R': o.rate = atof(optarg); break;
         case 't': o.secs = atof(optarg); break;
         default:
             fprintf(stderr,
-                    "usage: bench_pipeline [-s SLUICE] [-d DIR] [-n MESSAGES] [-r RUNS] [-c DECODERS] [-y SYNC]\n"
+                    "usage: bench_pipeline [-s SLUICE] [-d DIR] [-n MESSAGES] [-r RUNS] [-c DECODERS] [-y SYNC] [-b "
+                    "BATCH]\n"
                     "                      [-L (latency at half the maximum rate) [-R MAX_RATE] [-t SECONDS]]\n");
             return 2;
         }
     }
-    if (o.runs < 1 || o.runs > 64 || o.n == 0 || o.decoders < 1)
+    if (o.runs < 1 || o.runs > 64 || o.n == 0 || o.decoders < 1 || o.batch < 1)
         return 2;
     char file[512], cfg[512], outdir[512], rawout[512], log[512];
     int pid = (int)getpid();
