@@ -121,6 +121,17 @@ static double measure_max(ov_t *o, uint64_t n)
     return (double)n / pr.secs;
 }
 
+/* The number just before `word` on the line of log that contains `tag` ("... 12 dropped, ..."); 0 if none. */
+static unsigned long long before(const char *log, const char *tag, const char *word)
+{
+    const char *l = strstr(log, tag), *eol = l ? strchr(l, '\n') : NULL, *w = l ? strstr(l, word) : NULL;
+    if (w == NULL || (eol && w > eol))
+        return 0;
+    while (w > l && w[-1] >= '0' && w[-1] <= '9')
+        w--;
+    return strtoull(w, NULL, 10);
+}
+
 static unsigned long long field(const char *log, const char *after, const char *fmt)
 {
     const char *p = strstr(log, after);
@@ -164,10 +175,8 @@ static int overload(ov_t *o, const char *overflow, double max, double secs)
     sl_bench_tree_sample(o->th.pid, &mem);
     stop(o);
     const char *log = sl_th_log(&o->th);
-    unsigned long long received = field(log, "] mqtt: ", "%llu"),
-                       dropped = field(log, "emitted, ", "%*u into the overdraft, %llu"),
-                       pauses = field(log, "overdraft-full waits, ", "%llu"),
-                       connects = field(log, " pauses, ", "%llu"),
+    unsigned long long received = before(log, "] mqtt: ", " received"), dropped = before(log, "] mqtt: ", " dropped"),
+                       pauses = before(log, "] mqtt: ", " pauses"), connects = before(log, "] mqtt: ", " connects"),
                        lost = field(log, "[check#0] verify: ", "%*u events from %*u devices; lost %llu"),
                        dups =
                            field(log, "[check#0] verify: ", "%*u events from %*u devices; lost %*u, duplicates %llu");
