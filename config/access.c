@@ -144,3 +144,10 @@ void sl_config_print_summary(const sl_config_t *cfg, FILE *to)
             cfg->n_nodes, cfg->n_nodes == 1 ? "" : "s", (unsigned long long)inst, inst == 1 ? "" : "s",
             (unsigned long long)chans, chans == 1 ? "" : "s", b, l);
 }
+
+size_t sl_conf_props(const sl_conf_node_t *node, const char *key, const sl_conf_prop_t **out)
+{
+    const sl_conf_param_t *p = sl__param(node, key);
+    *out = p ? p->props : NULL;
+    return p ? p->n_props : 0;
+}

@@ -87,12 +87,21 @@ typedef enum sl_param_kind_e {
 #undef SL_PARAM_ENUM
 } sl_param_kind_t;
 
+/* One entry of a free-form property map (a MAP key of the schema without a section, e.g. `librdkafka:`). */
+typedef struct sl_conf_prop_s {
+    const char *name;  /* as written (a NAME_file entry is stored under NAME) */
+    const char *value; /* scalar text after env substitution, or the contents of NAME_file's file */
+    int line, col;     /* of the entry's key */
+} sl_conf_prop_t;
+
 /* A type-specific key of a node, already checked against the node type's schema. */
 typedef struct sl_conf_param_s {
     const char *key;
     const char *value; /* scalar text after env substitution; for secrets, the secret itself */
     int line, col;
-    int kind; /* SL_PARAM_* of the schema entry */
+    int kind;                    /* SL_PARAM_* of the schema entry */
+    const sl_conf_prop_t *props; /* free-form MAP: its entries in file order */
+    size_t n_props;
 } sl_conf_param_t;
 
 /* A source, stage or sink. */
@@ -173,6 +182,8 @@ uint64_t sl_conf_size(const sl_conf_node_t *node, const char *key);     /* bytes
 uint64_t sl_conf_duration(const sl_conf_node_t *node, const char *key); /* nanoseconds */
 bool sl_conf_bool(const sl_conf_node_t *node, const char *key);
 double sl_conf_double(const sl_conf_node_t *node, const char *key);
+/* The entries of a free-form MAP key (e.g. a kafka sink's `librdkafka:`); returns how many, *out the array. */
+size_t sl_conf_props(const sl_conf_node_t *node, const char *key, const sl_conf_prop_t **out);
 
 /* Index of node `name` in cfg->nodes, or -1. */
 int sl_config_find(const sl_config_t *cfg, const char *name);

@@ -96,7 +96,7 @@ typedef struct sl__key_s {
     const char *def;       /* default, written as in a file; NULL when required or computed */
     const char *def_doc;   /* how a computed default is derived (reference only) */
     const char *min, *max; /* inclusive bounds written as in a file; NULL = none */
-    const char *values;    /* ENUM: "a|b|c"; MAP: the section whose keys it holds */
+    const char *values;    /* ENUM: "a|b|c"; MAP: the section whose keys it holds, NULL = free-form */
     int (*check)(const char *text, const char **why); /* extra check of a STRING, or NULL */
     const char *check_doc;                            /* what check() allows (reference only) */
     unsigned flags;                                   /* SL__KEY_* */
@@ -118,6 +118,10 @@ typedef struct sl__schema_s {
 } sl__schema_t;
 
 const sl__schema_t *sl__schema_builtin(void);
+/* Free-form MAP keys: the check of one entry (name and value): 0, or SL_EINVAL with why[cap] set, which
+ * must not quote the value (it may be a password). NULL = any name, any scalar. */
+typedef int (*sl__prop_check_fn)(const char *name, const char *value, char *why, size_t cap);
+sl__prop_check_fn sl__schema_prop_check(const sl__key_t *k);
 const sl__key_t *sl__schema_key(const sl__schema_t *sc, const char *section, const char *key);
 const sl__type_t *sl__schema_type(const sl__schema_t *sc, sl_conf_role_t role, const char *name);
 const char *sl__role_section(sl_conf_role_t role); /* "sources", "stages", "sinks" */
@@ -170,6 +174,8 @@ typedef struct sl__val_s {
     const char **list; /* LIST items */
     const sl__ynode_t **list_at;
     size_t n_list;
+    sl_conf_prop_t *props; /* free-form MAP entries */
+    size_t n_props;
 } sl__val_t;
 
 typedef struct sl__vals_s {

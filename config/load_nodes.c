@@ -138,6 +138,15 @@ static void sl__node_params(sl__lctx_t *lc, const sl__vals_t *vs, const sl__type
         p->line = v->at ? v->at->line : 0;
         p->col = v->at ? v->at->col : 0;
         p->kind = (int)v->key->kind;
+        if (v->n_props > 0) {
+            sl_conf_prop_t *props = sl__arena_alloc(lc->keep, v->n_props * sizeof *props);
+            for (size_t j = 0; j < v->n_props; j++)
+                props[j] =
+                    (sl_conf_prop_t){sl__arena_strdup(lc->keep, v->props[j].name),
+                                     sl__arena_strdup(lc->keep, v->props[j].value), v->props[j].line, v->props[j].col};
+            p->props = props;
+            p->n_props = v->n_props;
+        }
     }
 }
 

@@ -227,6 +227,85 @@ static const char *sl__secret_read(sl__lctx_t *lc, const char *file, const char 
     return buf;
 }
 
+/*
+ * A free-form MAP (`librdkafka:`): names to scalar values, each env-substituted; `NAME_file: PATH` reads
+ * NAME's value from a file (for secrets). Values are never quoted in diagnostics (any may be a password);
+ * the key's check_prop judges each entry (for librdkafka: the property exists and takes the value).
+ */
+static bool sl__val_props(sl__lctx_t *lc, const char *path, const sl__key_t *k, const sl__ynode_t *at, sl__val_t *v)
+{
+    bool secret = true, ok = true; /* a property may be a password: its values are never quoted */
+    if (sl__ynull(at))
+        return true;
+    if (at->kind != SL__Y_MAP) {
+        if (at->kind == SL__Y_SCALAR)
+            sl__err(lc, at->line, at->col, path,
+                    "expected a map of property names to values, one `name: value` per line, got a string (not "
+                    "shown: it may hold a secret)");
+        else
+            sl__err(lc, at->line, at->col, path, "expected a map of property names to values (name: value), got %s",
+                    sl__got(lc, at, NULL, secret));
+        return false;
+    }
+    v->props = sl__arena_alloc(lc->tmp, (at->n + 1) * sizeof *v->props);
+    for (size_t i = 0; i < at->n; i++) {
+        const sl__ynode_t *kn = at->kid[2 * i], *vn = at->kid[2 * i + 1];
+        if (kn->kind == SL__Y_BAD || vn->kind == SL__Y_BAD) {
+            ok = false;
+            continue;
+        }
+        if (kn->kind != SL__Y_SCALAR || kn->text[0] == '\0') {
+            sl__err(lc, kn->line, kn->col, path, "a property name must be a non-empty name");
+            ok = false;
+            continue;
+        }
+        const char *kpath = sl__path(lc, path, kn->text), *text, *why;
+        if (kn->dup_of) {
+            sl__err(lc, kn->line, kn->col, kpath, "duplicate key (first given at line %d)", kn->dup_of);
+            ok = false;
+            continue;
+        }
+        if (vn->kind != SL__Y_SCALAR || (vn->plain && vn->text[0] == '\0')) {
+            sl__err(lc, vn->line, vn->col, kpath, "expected a value (a string, number or bool), got %s",
+                    sl__got(lc, vn, NULL, secret));
+            ok = false;
+            continue;
+        }
+        if (sl__env_subst(lc->tmp, vn->text, strlen(vn->text), lc->env, lc->env_ctx, &text, &why) != 0) {
+            sl__err(lc, vn->line, vn->col, kpath, "%s", why);
+            ok = false;
+            continue;
+        }
+        size_t nl = strlen(kn->text);
+        bool via_file = nl > 5 && strcmp(kn->text + nl - 5, "_file") == 0;
+        const char *name = via_file ? sl__arena_strndup(lc->tmp, kn->text, nl - 5) : kn->text;
+        if (via_file && (text = sl__secret_read(lc, text, &why)) == NULL) {
+            sl__err(lc, vn->line, vn->col, kpath, "%s", why);
+            ok = false;
+            continue;
+        }
+        for (size_t j = 0; j < v->n_props; j++) {
+            if (strcmp(v->props[j].name, name) == 0) {
+                sl__err(lc, kn->line, kn->col, kpath, "%s is already given at line %d (write %s or %s_file, not both)",
+                        name, v->props[j].line, name, name);
+                ok = false;
+                name = NULL;
+                break;
+            }
+        }
+        char msg[512];
+        sl__prop_check_fn check = sl__schema_prop_check(k);
+        if (name != NULL && check != NULL && check(name, text, msg, sizeof msg) != 0) {
+            sl__err(lc, vn->line, vn->col, kpath, "%s", msg);
+            ok = false;
+            name = NULL;
+        }
+        if (name != NULL)
+            v->props[v->n_props++] = (sl_conf_prop_t){name, text, kn->line, kn->col};
+    }
+    return ok;
+}
+
 /* Loads the value `at` of key k (via_file: `at` names a file holding it) into v. */
 static void sl__val_load(sl__lctx_t *lc, const char *path, const sl__key_t *k, const sl__ynode_t *at, bool via_file,
                          sl__val_t *v)
@@ -238,6 +317,10 @@ static void sl__val_load(sl__lctx_t *lc, const char *path, const sl__key_t *k, c
         goto out;
     if (k->kind == SL_PARAM_LIST) {
         nv.ok = sl__val_list(lc, path, at, &nv);
+        goto out;
+    }
+    if (k->kind == SL_PARAM_MAP && k->values == NULL) {
+        nv.ok = sl__val_props(lc, path, k, at, &nv);
         goto out;
     }
     if (k->kind == SL_PARAM_MAP) {

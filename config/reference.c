@@ -55,6 +55,8 @@ static void sl__ref_allowed(const sl__key_t *k, FILE *to)
             fprintf(to, "%s`%.*s`", p == k->values ? "" : ", ", (int)n, p);
             p += n + (p[n] == '|');
         }
+    } else if (k->kind == SL_PARAM_MAP && k->values == NULL) {
+        fprintf(to, "%s", k->check_doc ? k->check_doc : "names to values");
     } else if (k->kind == SL_PARAM_MAP) {
         fprintf(to, "keys of `%s`", k->values);
     } else if (k->min != NULL && k->max != NULL) {

@@ -257,9 +257,10 @@ static const sl__key_t sl__keys[] = {
     {"sinks.file", "path", SL_PARAM_STRING, "%Y/%m/%d/%H.ndjson", NULL, NULL, NULL, NULL, sl_sink_file_path_check,
      "relative; strftime `%Y`.. (UTC receive time), `{key}`, `{topic}`, `{ATTRIBUTE}`", 0,
      "File path template under dir; values are sanitised, and `-INSTANCE-N` goes before the extensions."},
-    {"sinks.file", "format", SL_PARAM_ENUM, "ndjson", NULL, NULL, NULL, "ndjson|raw", SL__NOCHECK, 0,
+    {"sinks.file", "format", SL_PARAM_ENUM, "ndjson", NULL, NULL, NULL, "ndjson|raw|capture", SL__NOCHECK, 0,
      "ndjson: one envelope per line (topic, key, qos, received_ns, attributes, payload or payload_base64); "
-     "raw: the payload and a newline."},
+     "raw: the payload and a newline; capture: sluice's capture format (docs/capture.md, `sluice replay` reads "
+     "it; compression none or gzip)."},
     {"sinks.file", "compression", SL_PARAM_ENUM, "none", NULL, NULL, NULL, "none|gzip|zstd", SL__NOCHECK, 0,
      "Each batch becomes one gzip member or zstd frame (concatenated, as gzip -d and zstd -d read them)."},
     {"sinks.file", "compression_level", SL_PARAM_INT, "0", NULL, "0", "19", NULL, SL__NOCHECK, 0,
@@ -279,6 +280,9 @@ static const sl__key_t sl__keys[] = {
      "A batch is written once its events take this many bytes."},
     {"sinks.file", "batch_timeout", SL_PARAM_DURATION, "1s", NULL, "1ms", "1h", NULL, SL__NOCHECK, 0,
      "A batch is written this long after its first event at the latest."},
+    {"sinks.file", "batch_key", SL_PARAM_STRING, "", NULL, NULL, NULL, NULL, SL__NOCHECK, 0,
+     "Batches are kept per file and per value of this: `key` (the record key), `topic`, or an attribute; each "
+     "batch is written on its own size, bytes and timeout; empty = one batch per file."},
     {"sinks.file", "max_open_files", SL_PARAM_COUNT, "64", NULL, "1", "4096", NULL, SL__NOCHECK, 0,
      "Files open at once per instance; past it the least recently used file is completed."},
     {"sinks.kafka", "brokers", SL_PARAM_STRING, NULL, NULL, NULL, NULL, NULL, sl__check_nonempty, "non-empty",
@@ -301,8 +305,10 @@ static const sl__key_t sl__keys[] = {
      "Bytes per produced batch at most (batch.size)."},
     {"sinks.kafka", "headers", SL_PARAM_BOOL, "true", NULL, NULL, NULL, NULL, SL__NOCHECK, 0,
      "Add headers mqtt_topic, mqtt_qos, received_ns and one per attribute (MQTT 5 user properties)."},
-    {"sinks.kafka", "librdkafka", SL_PARAM_STRING, "", NULL, NULL, NULL, NULL, SL__NOCHECK, SL__KEY_SECRET,
-     "More librdkafka properties, `name=value; name=value` (TLS, SASL, tuning); applied last. Secret."},
+    {"sinks.kafka", "librdkafka", SL_PARAM_MAP, NULL, "none", NULL, NULL, NULL, NULL,
+     "any librdkafka property as `name: value`; `name_file: PATH` reads the value from a file", 0,
+     "More librdkafka properties (TLS, SASL, tuning), applied after sluice's own; checked at load, values never "
+     "shown."},
     {"sinks.stdout", "format", SL_PARAM_ENUM, "ndjson", NULL, NULL, NULL, "ndjson|raw", SL__NOCHECK, 0,
      "ndjson: the file sink's envelope, one per line; raw: the payload and a newline."},
 };
@@ -333,6 +339,22 @@ static const sl__schema_t sl__builtin = {
 };
 
 const sl__schema_t *sl__schema_builtin(void) { return &sl__builtin; }
+
+/* The entry checks of the free-form MAP keys (kept beside the table: one row each). */
+static const struct {
+    const char *section, *key;
+    sl__prop_check_fn check;
+} sl__prop_checks[] = {
+    {"sinks.kafka", "librdkafka", sl_sink_kafka_prop_check},
+};
+
+sl__prop_check_fn sl__schema_prop_check(const sl__key_t *k)
+{
+    for (size_t i = 0; i < SL_ARRAY_LEN(sl__prop_checks); i++)
+        if (strcmp(sl__prop_checks[i].section, k->section) == 0 && strcmp(sl__prop_checks[i].key, k->key) == 0)
+            return sl__prop_checks[i].check;
+    return NULL;
+}
 
 const sl__key_t *sl__schema_key(const sl__schema_t *sc, const char *section, const char *key)
 {

@@ -19,4 +19,9 @@ extern const sl_stage_ops_t sl_sink_kafka_ops;
 /* Checks a file sink path template (for the schema): 0, or SL_EINVAL and *why. Any thread. */
 int sl_sink_file_path_check(const char *text, const char **why);
 
+/* Checks one `librdkafka:` entry for the schema: the property exists and accepts the value (set on a
+ * throw-away librdkafka configuration; no client is created). 0, or SL_EINVAL with why[cap] set; the value
+ * is never quoted. Any thread. */
+int sl_sink_kafka_prop_check(const char *name, const char *value, char *why, size_t cap);
+
 #endif /* SL_SINKS_H */

@@ -21,6 +21,8 @@ static const uint8_t sl__cap_marker[4] = {0xD2, 0xE1, 0xC3, 0x5A};
 
 #define SL__CAP_HDR_FIXED 30u  /* magic 8, version 2, flags 2, header_len 4, created 8, desc_len 2, crc 4 */
 #define SL__CAP_BODY_FIXED 20u /* ts 8, qos 1, flags 1, topic_len 2, props_len 4, payload_len 4 */
+_Static_assert(SL_CAP_REC_HEAD == 8u + SL__CAP_BODY_FIXED, "marker, length, fixed body");
+_Static_assert(SL_CAP_HEADER_MAX == SL__CAP_HDR_FIXED + SL_CAP_MAX_DESC, "header and description");
 #define SL__CAP_REC_MIN (4u + 4u + SL__CAP_BODY_FIXED + 4u)
 
 const char *sl_cap_format_name(sl_cap_format_t f)
@@ -459,7 +461,7 @@ static uint64_t sl__cap_records_end(int fd)
     int rc;
     while (end > 0 && (rc = sl_cap_reader_next(rd, &r)) != SL_EOF) {
         if (rc == 0)
-            end = r.offset + 12u + SL__CAP_BODY_FIXED + r.topic_len + r.props_len + r.payload_len;
+            end = r.offset + sl_cap_record_size(&r);
         else if (rc != SL_EBADMSG)
             break;
     }
@@ -489,6 +491,22 @@ static int64_t sl__cap_cut_tail(int fd, bool *gzip_file)
     if (ftruncate(fd, (off_t)keep) != 0)
         return -errno;
     return (int64_t)((uint64_t)st.st_size - keep);
+}
+
+size_t sl_cap_header_encode(uint8_t *out, const char *desc, uint64_t created_ns)
+{
+    size_t dl = desc ? SL_MIN(strlen(desc), (size_t)SL_CAP_MAX_DESC) : 0;
+    memcpy(out, SL_CAP_MAGIC, SL_CAP_MAGIC_LEN);
+    sl__st16(out + 8, SL_CAP_VERSION);
+    sl__st16(out + 10, 0);
+    sl__st32(out + 12, (uint32_t)(SL__CAP_HDR_FIXED + dl));
+    sl__st64(out + 16, created_ns ? created_ns : sl_wall_ns());
+    sl__st16(out + 24, (uint16_t)dl);
+    if (dl)
+        memcpy(out + SL__CAP_HDR_FIXED - 4, desc, dl);
+    uLong crc = crc32(0L, out, (uInt)(SL__CAP_HDR_FIXED - 4 + dl));
+    sl__st32(out + SL__CAP_HDR_FIXED - 4 + dl, (uint32_t)crc);
+    return SL__CAP_HDR_FIXED + dl;
 }
 
 int sl_cap_writer_open(const char *path, const sl_cap_wopts_t *o, sl_cap_writer_t **out)
@@ -526,34 +544,25 @@ int sl_cap_writer_open(const char *path, const sl_cap_wopts_t *o, sl_cap_writer_
     w->gzip = o->gzip_level > 0;
     w->cut = (uint64_t)cut;
     gzbuffer(gz, SL__CAP_CHUNK);
-    uint8_t h[SL__CAP_HDR_FIXED - 4];
-    memcpy(h, SL_CAP_MAGIC, SL_CAP_MAGIC_LEN);
-    sl__st16(h + 8, SL_CAP_VERSION);
-    sl__st16(h + 10, 0);
-    sl__st32(h + 12, (uint32_t)(SL__CAP_HDR_FIXED + dl));
-    sl__st64(h + 16, o->created_ns ? o->created_ns : sl_wall_ns());
-    sl__st16(h + 24, (uint16_t)dl);
-    uint8_t c[4];
-    uLong crc = crc32(0L, h, sizeof h);
-    if (dl) /* crc32() of a NULL buffer is 0, not the running value (see sl_cap_writer_put) */
-        crc = crc32(crc, (const Bytef *)o->desc, (uInt)dl);
-    sl__st32(c, (uint32_t)crc);
     if (header) {
-        sl__cap_w(w, h, sizeof h);
-        sl__cap_w(w, o->desc, dl);
-        sl__cap_w(w, c, 4);
+        uint8_t h[SL_CAP_HEADER_MAX];
+        sl__cap_w(w, h, sl_cap_header_encode(h, o->desc, o->created_ns));
     }
     *out = w;
     return 0;
 }
 
-int sl_cap_writer_put(sl_cap_writer_t *w, const sl_cap_rec_t *rec)
+size_t sl_cap_record_size(const sl_cap_rec_t *rec)
+{
+    return SL_CAP_REC_HEAD + (size_t)rec->topic_len + rec->props_len + rec->payload_len + 4u;
+}
+
+int sl_cap_record_head(const sl_cap_rec_t *rec, uint8_t *h, uint32_t *crc)
 {
     uint64_t len = (uint64_t)SL__CAP_BODY_FIXED + rec->topic_len + rec->props_len + rec->payload_len;
     if (len > SL_CAP_MAX_RECORD || rec->topic_len == 0 || rec->topic_len > UINT16_MAX || rec->qos > 2 ||
         !sl__cap_attrs_ok(rec->props, rec->props_len))
         return rec->topic_len == 0 || rec->qos > 2 ? SL_EINVAL : SL_EMSGSIZE;
-    uint8_t h[8 + SL__CAP_BODY_FIXED];
     memcpy(h, sl__cap_marker, 4);
     sl__st32(h + 4, (uint32_t)len);
     sl__st64(h + 8, rec->ts_ns);
@@ -562,17 +571,43 @@ int sl_cap_writer_put(sl_cap_writer_t *w, const sl_cap_rec_t *rec)
     sl__st16(h + 18, (uint16_t)rec->topic_len);
     sl__st32(h + 20, rec->props_len);
     sl__st32(h + 24, rec->payload_len);
-    uLong crc = crc32(0L, h + 4, sizeof h - 4);
+    uLong c = crc32(0L, h + 4, SL_CAP_REC_HEAD - 4);
     /* zlib's crc32() with a NULL buffer returns its initial value (0), whatever the length: a record
      * without properties (props NULL) had its checksum restarted and was read back as corrupt; so was a
      * header without a description. */
-    crc = crc32(crc, (const Bytef *)rec->topic, rec->topic_len);
+    c = crc32(c, (const Bytef *)rec->topic, rec->topic_len);
     if (rec->props_len)
-        crc = crc32(crc, rec->props, rec->props_len);
+        c = crc32(c, rec->props, rec->props_len);
     if (rec->payload_len)
-        crc = crc32(crc, rec->payload, rec->payload_len);
-    uint8_t c[4];
-    sl__st32(c, (uint32_t)crc);
+        c = crc32(c, rec->payload, rec->payload_len);
+    *crc = (uint32_t)c;
+    return 0;
+}
+
+int sl_cap_record_encode(const sl_cap_rec_t *rec, uint8_t *out)
+{
+    uint32_t crc;
+    int rc = sl_cap_record_head(rec, out, &crc);
+    if (rc != 0)
+        return rc;
+    uint8_t *p = out + SL_CAP_REC_HEAD;
+    memcpy(p, rec->topic, rec->topic_len), p += rec->topic_len;
+    if (rec->props_len)
+        memcpy(p, rec->props, rec->props_len), p += rec->props_len;
+    if (rec->payload_len)
+        memcpy(p, rec->payload, rec->payload_len), p += rec->payload_len;
+    sl__st32(p, crc);
+    return 0;
+}
+
+int sl_cap_writer_put(sl_cap_writer_t *w, const sl_cap_rec_t *rec)
+{
+    uint8_t h[SL_CAP_REC_HEAD], c[4];
+    uint32_t crc;
+    int rc = sl_cap_record_head(rec, h, &crc);
+    if (rc != 0)
+        return rc;
+    sl__st32(c, crc);
     sl__cap_w(w, h, sizeof h);
     sl__cap_w(w, rec->topic, rec->topic_len);
     sl__cap_w(w, rec->props, rec->props_len);

@@ -120,6 +120,19 @@ typedef struct sl_cap_wopts_s {
 int sl_cap_writer_open(const char *path, const sl_cap_wopts_t *o, sl_cap_writer_t **out);
 /* Appends one record (index and offset are ignored). Returns 0, SL_EMSGSIZE (too large) or SL_EIO. */
 int sl_cap_writer_put(sl_cap_writer_t *w, const sl_cap_rec_t *rec);
+/* The same encoding into memory, for writers of their own (the file sink's `format: capture`, which
+ * writes whole batches): the header (at most SL_CAP_HEADER_MAX bytes, the description cut to
+ * SL_CAP_MAX_DESC; created_ns 0 = now) returns its length; a record takes sl_cap_record_size() bytes,
+ * and sl_cap_record_encode() returns 0, SL_EINVAL or SL_EMSGSIZE like sl_cap_writer_put (nothing
+ * written then). sl_cap_record_head() fills the first SL_CAP_REC_HEAD bytes and the CRC of the record
+ * (stored little-endian after the payload). Any thread. */
+#define SL_CAP_HEADER_MAX (30u + SL_CAP_MAX_DESC)
+#define SL_CAP_REC_HEAD 28u
+size_t sl_cap_header_encode(uint8_t *out, const char *desc, uint64_t created_ns);
+size_t sl_cap_record_size(const sl_cap_rec_t *rec);
+int sl_cap_record_encode(const sl_cap_rec_t *rec, uint8_t *out);
+int sl_cap_record_head(const sl_cap_rec_t *rec, uint8_t *head, uint32_t *crc);
+
 /* Bytes written so far by this writer (uncompressed). */
 uint64_t sl_cap_writer_bytes(const sl_cap_writer_t *w);
 /* Bytes the append open cut from the end of the existing file. */

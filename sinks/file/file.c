@@ -1,7 +1,7 @@
 /*
- * The `file` sink: batches events per output file (the expanded path template is the batch key), writes
- * each batch as one complete unit, and acknowledges its events only once the batch reached the configured
- * durability (see file_int.h for the invariants).
+ * The `file` sink: batches events per output file (the expanded path template) and, with batch_key, per
+ * key value too (file_batch.c), writes each batch as one complete unit, and acknowledges its events only once the batch
+ * reached the configured durability (see file_int.h for the invariants).
  *
  * Backpressure: a failed open or write (disk full, read-only file system, quota, permissions) is never a
  * loss and never a crash. The batch stays in hand, every later event is deferred in arrival order, and the
@@ -41,6 +41,7 @@ static int sl__pend_get(sl_fsink_t *fs, const sl_event_t *ev, uint32_t *out)
     fs->pend_free = fs->pend[i].next;
     fs->pend[i].ev = *ev;
     fs->pend[i].next = SL_PEND_NIL;
+    fs->pend[i].dead = false;
     fs->held++;
     fs->held_bytes += ev->rec ? SL_ALIGN_UP((uint64_t)ev->rec->len, SL_REC_ALIGN) : 0;
     *out = i;
@@ -105,16 +106,32 @@ static void sl__fsink_block(sl_fsink_t *fs, sl_file_t *f, int err, const char *w
     sl_log(SL_LOG_WARN, fs->who, err,
            "%s %s/%s failed: holding %u events, retrying every %llu ms (backpressure, nothing is dropped; "
            "episode %llu)",
-           what, fs->dir, f->fd >= 0 ? f->final : f->rel, f->batch.n + f->unsynced.n,
+           what, fs->dir, f->fd >= 0 ? f->final : f->rel, fs->held,
            (unsigned long long)(SL_FILE_RETRY_NS / SL_NS_PER_MS), (unsigned long long)fs->blocked_episodes);
 }
 
-/* Encodes and compresses f's batch into fs->out (or fs->enc when uncompressed); returns the unit. */
-static int sl__fsink_encode(sl_fsink_t *fs, sl_file_t *f, const uint8_t **data, size_t *len)
+/* Encodes and compresses batch b into fs->out (or fs->enc when uncompressed); returns the unit. */
+static int sl__fsink_encode(sl_fsink_t *fs, const sl_fbatch_t *b, const uint8_t **data, size_t *len)
 {
     fs->enc.len = 0;
-    for (uint32_t i = f->batch.head, k = 0; k < f->batch.n; k++, i = fs->pend[i].next) {
-        int rc = sl__file_encode(&fs->enc, fs->fmt, &fs->pend[i].ev);
+    if (fs->fmt == SL_FILE_FMT_CAPTURE && b->f->size == 0) { /* a capture file starts with its header */
+        int rc = sl__file_capture_header(&fs->enc, fs->cap_desc);
+        if (rc != 0)
+            return rc;
+    }
+    for (uint32_t i = b->ev.head, k = 0; k < b->ev.n; k++, i = fs->pend[i].next) {
+        sl_pend_t *p = &fs->pend[i];
+        if (p->dead)
+            continue;
+        int rc = sl__file_encode(&fs->enc, fs->fmt, &p->ev);
+        if (rc == SL_EINVAL || rc == SL_EMSGSIZE) {
+            /* A capture cannot hold it (no topic, QoS above 2, malformed attributes): dead-lettered once,
+             * acknowledged with its batch. */
+            p->dead = true;
+            sl_dead_letter(fs->ctx, &p->ev, "unencodable",
+                           rc == SL_EINVAL ? "not valid in a capture record" : "too large for a capture record");
+            continue;
+        }
         if (rc != 0)
             return rc;
     }
@@ -140,9 +157,31 @@ static int sl__fsink_sync(sl_fsink_t *fs, sl_file_t *f)
     return 0;
 }
 
-/* Syncs and renames f, acknowledging what waited for it; the slot becomes free. */
+static int sl__fsink_flush(sl_fsink_t *fs, uint32_t bi);
+
+/* Writes every batch bound for f. Returns 0, SL_EAGAIN (some stay: backpressure) or a fatal code. */
+static int sl__fsink_flush_file(sl_fsink_t *fs, sl_file_t *f)
+{
+    for (uint32_t i = fs->open_head; i != SL_PEND_NIL && f->n_batches > 0;) {
+        uint32_t next = fs->batches[i].next_open;
+        if (fs->batches[i].f == f) {
+            int rc = sl__fsink_flush(fs, i);
+            if (rc != 0)
+                return rc;
+        }
+        i = next;
+    }
+    return 0;
+}
+
+/* Writes f's batches, syncs and renames f, acknowledging what waited for it; the slot becomes free. */
 static int sl__fsink_close(sl_fsink_t *fs, sl_file_t *f, const char *why)
 {
+    f->closing = true; /* its batches' writes must not start another close */
+    int rc = sl__fsink_flush_file(fs, f);
+    f->closing = false;
+    if (rc != 0)
+        return rc;
     if (fs->last_file == f)
         fs->last_file = NULL;
     sl_log(SL_LOG_DEBUG, fs->who, 0, "completing %s (%s, %llu bytes)", f->fd >= 0 ? f->final : f->rel, why,
@@ -154,11 +193,12 @@ static int sl__fsink_close(sl_fsink_t *fs, sl_file_t *f, const char *why)
     return 0;
 }
 
-/* Writes f's batch. Returns 0, SL_EAGAIN (backpressure: the batch stays), or a fatal code. */
-static int sl__fsink_flush(sl_fsink_t *fs, sl_file_t *f)
+/* Writes batch bi to its file. Returns 0 (the batch is gone), SL_EAGAIN (backpressure: the batch stays),
+ * or a fatal code. */
+static int sl__fsink_flush(sl_fsink_t *fs, uint32_t bi)
 {
-    if (f->batch.n == 0)
-        return 0;
+    sl_fbatch_t *b = &fs->batches[bi];
+    sl_file_t *f = b->f;
     if (fs->blocked)
         return SL_EAGAIN;
     int rc = f->fd >= 0 ? 0 : sl__file_open(fs, f);
@@ -168,7 +208,7 @@ static int sl__fsink_flush(sl_fsink_t *fs, sl_file_t *f)
     }
     const uint8_t *data;
     size_t len;
-    if ((rc = sl__fsink_encode(fs, f, &data, &len)) != 0)
+    if ((rc = sl__fsink_encode(fs, b, &data, &len)) != 0)
         return rc;
     uint64_t before = f->size;
     rc = sl__file_write(fs, f, data, len);
@@ -182,15 +222,15 @@ static int sl__fsink_flush(sl_fsink_t *fs, sl_file_t *f)
         sl__fsink_block(fs, f, rc, "writing");
         return SL_EAGAIN;
     }
-    fs->events_written += f->batch.n;
+    fs->events_written += b->ev.n;
     fs->bytes_written += len;
     f->used_ns = sl_now_ns();
     if (fs->sync == SL_FILE_SYNC_INTERVAL)
-        sl__plist_move(fs, &f->unsynced, &f->batch);
+        sl__plist_move(fs, &f->unsynced, &b->ev);
     else
-        sl__plist_ack(fs, &f->batch);
-    f->batch_bytes = 0;
-    if (f->size >= fs->rotate_size)
+        sl__plist_ack(fs, &b->ev);
+    sl__fbatch_drop(fs, bi);
+    if (f->size >= fs->rotate_size && !f->closing)
         return sl__fsink_close(fs, f, "rotate_size");
     return 0;
 }
@@ -217,7 +257,7 @@ static sl_file_t *sl__fsink_slot(sl_fsink_t *fs, const char *rel, size_t len)
                    "max_open_files (%u) reached: completing the least recently used file early (raise "
                    "max_open_files if the path template yields more files at once)",
                    fs->max_open);
-        if (sl__fsink_flush(fs, lru) != 0 || sl__fsink_close(fs, lru, "max_open_files") != 0)
+        if (sl__fsink_close(fs, lru, "max_open_files") != 0)
             return NULL;
         free_slot = lru;
     }
@@ -259,16 +299,39 @@ static int sl__fsink_route(sl_fsink_t *fs, uint32_t i)
     return sl__fsink_add(fs, f, i);
 }
 
-/* Puts the pending event i in f's batch; writes the batch when full. Returns 0 or a fatal code. */
+/* The event's batch_key value: the record key, the topic, an attribute (absent = empty), or nothing. */
+static size_t sl__fsink_bkey(const sl_fsink_t *fs, const sl_event_t *ev, const char **out)
+{
+    const uint8_t *v = NULL;
+    size_t n = 0;
+    if (fs->bkey == SL_BKEY_KEY)
+        v = ev->key, n = ev->key_len;
+    else if (fs->bkey == SL_BKEY_TOPIC)
+        v = (const uint8_t *)ev->topic, n = ev->topic_len;
+    else if (fs->bkey == SL_BKEY_ATTR &&
+             (ev->rec == NULL || sl_rec_attr_get(ev->rec, fs->bkey_attr, fs->bkey_attr_len, &v, &n) != 0))
+        v = NULL, n = 0;
+    /* Values longer than a batch key holds share a batch with the others of the same prefix: batching
+     * only groups, it never decides where an event lands. */
+    *out = (const char *)v;
+    return SL_MIN(n, (size_t)SL_FILE_VALUE_MAX);
+}
+
+/* Puts the pending event i in its batch for f; writes the batch when full. Returns 0 or a fatal code. */
 static int sl__fsink_add(sl_fsink_t *fs, sl_file_t *f, uint32_t i)
 {
     const sl_event_t *ev = &fs->pend[i].ev;
-    if (f->batch.n == 0)
-        f->batch_first_ns = sl_now_ns();
-    sl__plist_push(fs, &f->batch, i);
-    f->batch_bytes += ev->rec ? ev->rec->len : ev->payload_len;
-    if (f->batch.n >= fs->batch_size || f->batch_bytes >= fs->batch_bytes) {
-        int rc = sl__fsink_flush(fs, f);
+    const char *key;
+    size_t klen = sl__fsink_bkey(fs, ev, &key);
+    uint32_t bi;
+    int rc = sl__fbatch_get(fs, f, key, klen, &bi);
+    if (rc != 0)
+        return rc;
+    sl_fbatch_t *b = &fs->batches[bi];
+    sl__plist_push(fs, &b->ev, i);
+    b->bytes += ev->rec ? ev->rec->len : ev->payload_len;
+    if (b->ev.n >= fs->batch_size || b->bytes >= fs->batch_bytes) {
+        rc = sl__fsink_flush(fs, bi);
         return rc == SL_EAGAIN ? 0 : rc; /* the event is in the batch: held, not deferred */
     }
     return 0;
@@ -303,12 +366,12 @@ static void sl__fsink_arm(sl_fsink_t *fs)
         t = fs->retry_ns;
     else if (fs->deferred.n > 0)
         t = sl_now_ns();
+    if (fs->n_open > 0) /* the open list is in the order of first events: its head times out first */
+        t = SL_MIN(t, fs->batches[fs->open_head].first_ns + fs->batch_timeout_ns);
     for (uint32_t i = 0; i < fs->n_files; i++) {
         const sl_file_t *f = &fs->files[i];
         if (!f->in_use)
             continue;
-        if (f->batch.n > 0)
-            t = SL_MIN(t, f->batch_first_ns + fs->batch_timeout_ns);
         if (f->fd >= 0 && fs->rotate_age_ns)
             t = SL_MIN(t, f->opened_ns + fs->rotate_age_ns);
         if (f->unsynced.n > 0)
@@ -321,18 +384,19 @@ static void sl__fsink_arm(sl_fsink_t *fs)
 static int sl__fsink_due(sl_fsink_t *fs, uint64_t now, bool all)
 {
     bool sync_due = now >= fs->next_sync_ns;
+    while (fs->n_open > 0 && !fs->blocked) {
+        uint32_t bi = fs->open_head;
+        if (!all && now < fs->batches[bi].first_ns + fs->batch_timeout_ns)
+            break;
+        int rc = sl__fsink_flush(fs, bi);
+        if (rc != 0 && rc != SL_EAGAIN)
+            return rc;
+    }
     for (uint32_t i = 0; i < fs->n_files && !fs->blocked; i++) {
         sl_file_t *f = &fs->files[i];
         if (!f->in_use)
             continue;
-        if (f->batch.n > 0 && (all || now >= f->batch_first_ns + fs->batch_timeout_ns)) {
-            int rc = sl__fsink_flush(fs, f);
-            if (rc != 0 && rc != SL_EAGAIN)
-                return rc;
-        }
-        if (!f->in_use || fs->blocked)
-            continue;
-        if (f->batch.n == 0 && f->fd >= 0 && fs->rotate_age_ns && now >= f->opened_ns + fs->rotate_age_ns)
+        if (f->n_batches == 0 && f->fd >= 0 && fs->rotate_age_ns && now >= f->opened_ns + fs->rotate_age_ns)
             sl__fsink_close(fs, f, "rotate_age");
         else if (sync_due || all)
             sl__fsink_sync(fs, f);
@@ -401,16 +465,16 @@ static void sl__fsink_drain(sl_fsink_t *fs)
         fs->blocked = false;
         if (sl__fsink_due(fs, sl_now_ns(), true) == 0 && sl__fsink_undefer(fs) == 0 && !fs->blocked)
             sl__fsink_due(fs, sl_now_ns(), true);
-        bool left = fs->deferred.n > 0;
+        bool left = fs->deferred.n > 0 || fs->n_open > 0;
         for (uint32_t i = 0; i < fs->n_files; i++)
-            left = left || (fs->files[i].in_use && (fs->files[i].batch.n || fs->files[i].unsynced.n));
+            left = left || (fs->files[i].in_use && fs->files[i].unsynced.n);
         if (!left || sl_now_ns() + SL_FILE_RETRY_NS > deadline)
             break;
         struct timespec ts = {0, (long)SL_FILE_RETRY_NS}; /* the disk is full: nothing to poll but time */
         nanosleep(&ts, NULL);
     }
     for (uint32_t i = 0; i < fs->n_files; i++)
-        if (fs->files[i].in_use && fs->files[i].batch.n == 0 && fs->files[i].unsynced.n == 0)
+        if (fs->files[i].in_use && fs->files[i].n_batches == 0 && fs->files[i].unsynced.n == 0)
             sl__fsink_close(fs, &fs->files[i], "drain");
 }
 
@@ -421,9 +485,7 @@ static void sl__fsink_terminate(sl_ctx_t *ctx, void *state, int reason)
         return;
     if (reason == 0)
         sl__fsink_drain(fs);
-    uint64_t held = fs->deferred.n;
-    for (uint32_t i = 0; i < fs->n_files; i++)
-        held += fs->files[i].in_use ? fs->files[i].batch.n + fs->files[i].unsynced.n : 0;
+    uint64_t held = fs->held;
     sl_log(held ? SL_LOG_WARN : SL_LOG_INFO, fs->who, 0,
            "wrote %llu events, %llu bytes, %llu files completed (%llu early, max_open_files), %llu recovered; "
            "disk blocked %llu times; "

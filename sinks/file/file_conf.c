@@ -53,6 +53,13 @@ static void sl__fsink_read_conf(sl_fsink_t *fs, const sl_conf_node_t *node)
     fs->batch_bytes = sl_conf_size(node, "batch_bytes");
     fs->batch_timeout_ns = sl_conf_duration(node, "batch_timeout");
     fs->max_open = (uint32_t)sl_conf_int(node, "max_open_files");
+    const char *bk = sl_conf_str(node, "batch_key");
+    fs->bkey = bk[0] == '\0'              ? SL_BKEY_NONE
+               : strcmp(bk, "key") == 0   ? SL_BKEY_KEY
+               : strcmp(bk, "topic") == 0 ? SL_BKEY_TOPIC
+                                          : SL_BKEY_ATTR;
+    fs->bkey_attr = bk;
+    fs->bkey_attr_len = strlen(bk);
     fs->hold_bytes_limit = node->capacity / 2;
 }
 
@@ -90,6 +97,12 @@ int sl__fsink_setup(sl_ctx_t *ctx, sl_fsink_t *fs)
         sl_log(SL_LOG_ERROR, fs->who, rc, "cannot use the base directory %s", fs->dir);
         return rc;
     }
+    if (fs->fmt == SL_FILE_FMT_CAPTURE && fs->comp == SL_FILE_COMP_ZSTD) {
+        sl_log(SL_LOG_ERROR, fs->who, SL_EINVAL,
+               "format capture takes compression none or gzip (the capture readers read gzip, not zstd)");
+        return SL_EINVAL;
+    }
+    fs->cap_desc = node->name;
     if (fs->comp != SL_FILE_COMP_NONE &&
         (rc = sl__codec_new(fs->comp, (int)sl_conf_int(node, "compression_level"), &fs->codec)) != 0) {
         sl_log(SL_LOG_ERROR, fs->who, rc, "cannot set up %s compression", sl__comp_names[fs->comp]);
@@ -103,11 +116,12 @@ int sl__fsink_setup(sl_ctx_t *ctx, sl_fsink_t *fs)
     }
     fs->next_sync_ns = sl_now_ns() + fs->sync_interval_ns;
     sl_log(SL_LOG_DEBUG, fs->who, 0,
-           "dir %s, path %s, %s, %s, sync %s, rotate at %llu bytes or %llu ms, batches of %llu events or %llu "
-           "bytes or %llu ms, %u files open at most",
+           "dir %s, path %s, %s, %s, sync %s, rotate at %llu bytes or %llu ms, batches (per file%s%s) of %llu "
+           "events or %llu bytes or %llu ms, %u files open at most",
            fs->dir, sl_conf_str(node, "path"), sl__fmt_names[fs->fmt], sl__comp_names[fs->comp],
            sl__sync_names[fs->sync], (unsigned long long)fs->rotate_size,
-           (unsigned long long)(fs->rotate_age_ns / SL_NS_PER_MS), (unsigned long long)fs->batch_size,
+           (unsigned long long)(fs->rotate_age_ns / SL_NS_PER_MS), fs->bkey == SL_BKEY_NONE ? "" : " and ",
+           fs->bkey == SL_BKEY_NONE ? "" : fs->bkey_attr, (unsigned long long)fs->batch_size,
            (unsigned long long)fs->batch_bytes, (unsigned long long)(fs->batch_timeout_ns / SL_NS_PER_MS),
            fs->max_open);
     return 0;
@@ -126,6 +140,7 @@ void sl__fsink_free(sl_fsink_t *fs)
     sl__codec_destroy(fs->codec);
     sl__buf_free(&fs->enc);
     sl__buf_free(&fs->out);
+    sl__fbatch_free(fs);
     free(fs->files);
     free(fs->pend);
     free(fs->dir);

@@ -12,9 +12,12 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <zlib.h>
 #include <zstd.h>
 
+#include "ingest/capture/capture.h"
 #include "sinks/file/file_int.h"
 
 int sl__buf_reserve(sl_buf_t *b, size_t more)
@@ -331,10 +334,41 @@ static int sl__enc_ndjson(sl_buf_t *b, const sl_event_t *ev)
     return 0;
 }
 
+/* A capture record (docs/capture.md), encoded by the capture module itself. */
+static int sl__enc_capture(sl_buf_t *b, const sl_event_t *ev)
+{
+    sl_cap_rec_t r = {.ts_ns = ev->ingest_ns,
+                      .qos = ev->rec ? ev->rec->qos : 0,
+                      .flags = (uint8_t)(ev->rec && (ev->rec->flags & SL_REC_BINARY) ? SL_CAP_F_BINARY : 0),
+                      .topic = ev->topic,
+                      .topic_len = ev->topic_len,
+                      .props = ev->attrs,
+                      .props_len = ev->attr_len,
+                      .payload = ev->payload,
+                      .payload_len = ev->payload_len};
+    size_t n = sl_cap_record_size(&r);
+    if (sl__buf_reserve(b, n) != 0)
+        return SL_ENOMEM;
+    int rc = sl_cap_record_encode(&r, b->p + b->len);
+    if (rc == 0)
+        b->len += n;
+    return rc;
+}
+
+int sl__file_capture_header(sl_buf_t *b, const char *desc)
+{
+    if (sl__buf_reserve(b, SL_CAP_HEADER_MAX) != 0)
+        return SL_ENOMEM;
+    b->len += sl_cap_header_encode(b->p + b->len, desc, 0);
+    return 0;
+}
+
 int sl__file_encode(sl_buf_t *b, sl_file_format_t fmt, const sl_event_t *ev)
 {
     if (fmt == SL_FILE_FMT_NDJSON)
         return sl__enc_ndjson(b, ev);
+    if (fmt == SL_FILE_FMT_CAPTURE)
+        return sl__enc_capture(b, ev);
     if (sl__buf_reserve(b, (size_t)ev->payload_len + 1) != 0)
         return SL_ENOMEM;
     sl__put(b, ev->payload, ev->payload_len);
@@ -445,8 +479,36 @@ static size_t sl__gzip_prefix(const uint8_t *data, size_t n)
     return good;
 }
 
-size_t sl__codec_valid_prefix(sl_file_comp_t comp, const uint8_t *data, size_t n)
+/* An uncompressed capture: the header, then whole records, as far as the capture reader reads them
+ * without a problem (a torn last record ends the prefix). Reads from a memory file: the reader is the
+ * capture module's own. */
+static size_t sl__capture_prefix(const uint8_t *data, size_t n)
 {
+    if (n < 16 || memcmp(data, SL_CAP_MAGIC, SL_CAP_MAGIC_LEN) != 0)
+        return 0;
+    uint64_t end = (uint64_t)data[12] | (uint64_t)data[13] << 8 | (uint64_t)data[14] << 16 | (uint64_t)data[15] << 24;
+    if (end > n)
+        return 0; /* not even the header is whole */
+    int fd = memfd_create("sluice-recover", MFD_CLOEXEC);
+    sl_cap_reader_t *rd = NULL;
+    if (fd < 0 || write(fd, data, n) != (ssize_t)n || lseek(fd, 0, SEEK_SET) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return 0;
+    }
+    if (sl_cap_reader_open_fd(fd, "recovered .part", &rd) != 0) /* takes fd, also on failure */
+        return 0;
+    sl_cap_rec_t rec;
+    while (sl_cap_reader_next(rd, &rec) == 0)
+        end = rec.offset + sl_cap_record_size(&rec);
+    sl_cap_reader_destroy(rd);
+    return (size_t)end;
+}
+
+size_t sl__codec_valid_prefix(sl_file_comp_t comp, sl_file_format_t fmt, const uint8_t *data, size_t n)
+{
+    if (comp == SL_FILE_COMP_NONE && fmt == SL_FILE_FMT_CAPTURE)
+        return sl__capture_prefix(data, n);
     if (comp == SL_FILE_COMP_GZIP)
         return sl__gzip_prefix(data, n);
     if (comp == SL_FILE_COMP_ZSTD) {

@@ -31,7 +31,7 @@
 #define SL_FILE_VALUE_MAX 128 /* bytes of one attribute value in a path; longer values are cut */
 
 /* X(enum suffix, yaml spelling) */
-#define SL_FILE_FORMAT_MAP(X) X(NDJSON, "ndjson") X(RAW, "raw")
+#define SL_FILE_FORMAT_MAP(X) X(NDJSON, "ndjson") X(RAW, "raw") X(CAPTURE, "capture")
 #define SL_FILE_COMP_MAP(X) X(NONE, "none") X(GZIP, "gzip") X(ZSTD, "zstd")
 #define SL_FILE_SYNC_MAP(X) X(NONE, "none") X(BATCH, "batch") X(INTERVAL, "interval")
 
@@ -94,8 +94,12 @@ typedef struct sl_buf_s {
 int sl__buf_reserve(sl_buf_t *b, size_t more);
 void sl__buf_free(sl_buf_t *b);
 
-/* Appends one event in the format (with its trailing newline) to b. */
+/* Appends one event in the format to b: an NDJSON line, a raw payload line, or a capture record
+ * (ingest/capture's encoding). Returns 0, SL_ENOMEM, or for capture SL_EINVAL / SL_EMSGSIZE (an event the
+ * format cannot hold; nothing appended). */
 int sl__file_encode(sl_buf_t *b, sl_file_format_t fmt, const sl_event_t *ev);
+/* Appends the capture file header (what starts a `format: capture` file). */
+int sl__file_capture_header(sl_buf_t *b, const char *desc);
 /* True when p[0..n) is one complete JSON value with no raw newline (it can be inlined in an NDJSON line). */
 bool sl__json_valid(const uint8_t *p, size_t n);
 
@@ -105,9 +109,10 @@ int sl__codec_new(sl_file_comp_t comp, int level, sl_codec_t **out);
 void sl__codec_destroy(sl_codec_t *c);
 /* Compresses in[0..n) into out (replacing its content) as one complete gzip member / zstd frame. */
 int sl__codec_unit(sl_codec_t *c, const uint8_t *in, size_t n, sl_buf_t *out);
-/* The length of the longest prefix of data[0..n) made of complete units of comp (whole lines for none):
- * where a file left by a crash is cut back to. */
-size_t sl__codec_valid_prefix(sl_file_comp_t comp, const uint8_t *data, size_t n);
+/* The length of the longest prefix of data[0..n) made of complete units of comp (whole lines for none;
+ * whole capture records after the header for an uncompressed capture): where a file left by a crash is
+ * cut back to. */
+size_t sl__codec_valid_prefix(sl_file_comp_t comp, sl_file_format_t fmt, const uint8_t *data, size_t n);
 
 /* ---- files (file_io.c) ---- */
 
@@ -131,6 +136,7 @@ int sl__file_recover(sl_fsink_t *fs);
 typedef struct sl_pend_s {
     sl_event_t ev;
     uint32_t next; /* next in its list, or SL_PEND_NIL */
+    bool dead;     /* the format cannot hold it: dead-lettered, skipped when its batch is written */
 } sl_pend_t;
 #define SL_PEND_NIL UINT32_MAX
 
@@ -147,12 +153,27 @@ struct sl_file_s {
     uint64_t size;                     /* bytes written */
     uint64_t opened_ns;                /* monotonic */
     uint64_t used_ns;                  /* last batch, for closing the least recently used */
-    sl_plist_t batch;                  /* taken, not written yet */
-    size_t batch_bytes;
-    uint64_t batch_first_ns; /* monotonic time of the batch's first event */
-    sl_plist_t unsynced;     /* written, waiting for the interval fdatasync */
+    uint32_t n_batches;                /* open batches bound for it */
+    sl_plist_t unsynced;               /* written, waiting for the interval fdatasync */
     bool in_use;
+    bool closing; /* being completed: writing its batches must not start another completion */
 };
+
+/* One batch: events bound for one file with one batch_key value (file_batch.c). */
+typedef struct sl_fbatch_s {
+    sl_file_t *f;
+    uint32_t hash; /* of the file and the key value */
+    uint32_t key_len;
+    char key[SL_FILE_VALUE_MAX];
+    sl_plist_t ev;                 /* taken, not written yet, in arrival order */
+    size_t bytes;                  /* channel bytes of its events */
+    uint64_t first_ns;             /* monotonic time of its first event */
+    uint32_t next_hash;            /* bucket chain, or the free list */
+    uint32_t prev_open, next_open; /* open batches, in the order of their first event */
+} sl_fbatch_t;
+
+/* What `batch_key` names: nothing (one batch per file), the record key, the topic, or an attribute. */
+typedef enum { SL_BKEY_NONE, SL_BKEY_KEY, SL_BKEY_TOPIC, SL_BKEY_ATTR } sl_bkey_kind_t;
 
 struct sl_fsink_s {
     sl_ctx_t *ctx;
@@ -174,6 +195,13 @@ struct sl_fsink_s {
     /* Files: a small array searched by hash (max_open_files is small by design). */
     sl_file_t *files;
     uint32_t n_files;
+    /* Batches (file_batch.c). */
+    sl_bkey_kind_t bkey;
+    const char *bkey_attr;
+    size_t bkey_attr_len;
+    sl_fbatch_t *batches;
+    uint32_t bcap, bfree, *buckets;
+    uint32_t open_head, open_tail, n_open;
     /* Pending events. */
     sl_pend_t *pend;
     uint32_t pend_cap, pend_free;
@@ -193,8 +221,15 @@ struct sl_fsink_s {
     int64_t last_sec;
     /* Figures. */
     uint64_t files_done, events_written, bytes_written, recovered, evictions;
-    uint32_t seq; /* file name counter */
+    uint32_t seq;         /* file name counter */
+    const char *cap_desc; /* format capture: the header's description */
 };
+
+/* file_batch.c: the batch of (f, key), created (first event now, last in the open list) when absent. */
+int sl__fbatch_get(sl_fsink_t *fs, sl_file_t *f, const char *key, size_t len, uint32_t *out);
+/* Forgets batch i (its events were written or moved): out of its chain and the open list. */
+void sl__fbatch_drop(sl_fsink_t *fs, uint32_t i);
+void sl__fbatch_free(sl_fsink_t *fs);
 
 /* file_conf.c: reads the node's keys and prepares the instance (base directory, template, codec,
  * recovery). Returns 0 or a negative code after logging why (the worker then cannot start). */

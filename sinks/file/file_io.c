@@ -169,7 +169,7 @@ static int sl__recover_one(sl_fsink_t *fs, const char *final)
     if (fstat(fd, &st) == 0 && st.st_size > 0) {
         void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (m != MAP_FAILED) {
-            good = sl__codec_valid_prefix(fs->comp, m, (size_t)st.st_size);
+            good = sl__codec_valid_prefix(fs->comp, fs->fmt, m, (size_t)st.st_size);
             munmap(m, (size_t)st.st_size);
         }
     }

@@ -111,29 +111,54 @@ static int sl__kconf_set(sl_ksink_t *ks, rd_kafka_conf_t *conf, const char *k, c
     return SL_EINVAL;
 }
 
-/* `librdkafka: "name=value; name=value"`: passed through after sluice's own settings, so it wins. */
-static int sl__kconf_passthrough(sl_ksink_t *ks, rd_kafka_conf_t *conf, const char *list)
+/* librdkafka's message without the value (it quotes it, and a value may be a password). */
+static void sl__kconf_why(const char *err, const char *value, char *why, size_t cap)
 {
-    char *copy = strdup(list), *save = NULL;
-    int rc = copy ? 0 : SL_ENOMEM;
-    for (char *item = copy ? strtok_r(copy, ";", &save) : NULL; item && rc == 0; item = strtok_r(NULL, ";", &save)) {
-        while (*item == ' ')
-            item++;
-        char *eq = strchr(item, '=');
-        if (*item == '\0')
-            continue;
-        if (eq == NULL) {
-            sl_log(SL_LOG_ERROR, ks->who, SL_EINVAL, "librdkafka: \"%s\" is not name=value", item);
-            rc = SL_EINVAL;
-            break;
+    size_t o = 0, vl = strlen(value);
+    for (const char *p = err; *p != '\0' && o + 1 < cap;) {
+        if (vl > 0 && strncmp(p, value, vl) == 0) {
+            o += (size_t)snprintf(why + o, cap - o, "(value not shown)");
+            o = SL_MIN(o, cap - 1);
+            p += vl;
+        } else {
+            why[o++] = *p++;
         }
-        *eq = '\0';
-        for (char *e = eq - 1; e > item && *e == ' '; e--)
-            *e = '\0';
-        rc = sl__kconf_set(ks, conf, item, eq + 1);
     }
-    free(copy);
-    return rc;
+    why[o] = '\0';
+}
+
+int sl_sink_kafka_prop_check(const char *name, const char *value, char *why, size_t cap)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char err[512];
+    rd_kafka_conf_res_t res = rd_kafka_conf_set(conf, name, value, err, sizeof err);
+    rd_kafka_conf_destroy(conf);
+    if (res == RD_KAFKA_CONF_OK)
+        return 0;
+    if (res == RD_KAFKA_CONF_UNKNOWN)
+        snprintf(why, cap, "unknown librdkafka property \"%s\" (expected a name from librdkafka's CONFIGURATION.md)",
+                 name);
+    else
+        sl__kconf_why(err, value, why, cap);
+    return SL_EINVAL;
+}
+
+/* `librdkafka:` properties, after sluice's own settings, so they win. The schema checked each at load;
+ * a failure here (another librdkafka than the one that validated) is still reported without the value. */
+static int sl__kconf_passthrough(sl_ksink_t *ks, const sl_conf_node_t *node, rd_kafka_conf_t *conf)
+{
+    const sl_conf_prop_t *props;
+    size_t n = sl_conf_props(node, "librdkafka", &props);
+    for (size_t i = 0; i < n; i++) {
+        char err[512], why[512];
+        if (rd_kafka_conf_set(conf, props[i].name, props[i].value, err, sizeof err) == RD_KAFKA_CONF_OK)
+            continue;
+        sl__kconf_why(err, props[i].value, why, sizeof why);
+        sl_log(SL_LOG_ERROR, ks->who, SL_EINVAL, "librdkafka property %s (line %d): %s", props[i].name, props[i].line,
+               why);
+        return SL_EINVAL;
+    }
+    return 0;
 }
 
 static int sl__kconf_build(sl_ksink_t *ks, const sl_conf_node_t *node, rd_kafka_conf_t *conf)
@@ -161,7 +186,7 @@ static int sl__kconf_build(sl_ksink_t *ks, const sl_conf_node_t *node, rd_kafka_
         return SL_EINVAL;
     rd_kafka_conf_set_dr_msg_cb(conf, sl__ksink_dr);
     rd_kafka_conf_set_opaque(conf, ks);
-    return sl__kconf_passthrough(ks, conf, sl_conf_str(node, "librdkafka"));
+    return sl__kconf_passthrough(ks, node, conf);
 }
 
 int sl__ksink_setup(sl_ctx_t *ctx, sl_ksink_t *ks)

@@ -463,6 +463,61 @@ static void test_accessors(void **state)
     sl_diags_free(&diags);
 }
 
+static const char *fake_env(void *ctx, const char *name)
+{
+    (void)ctx;
+    return strcmp(name, "KAFKA_USER") == 0 ? "svc-sluice" : NULL;
+}
+
+/* `librdkafka:` is a free-form map: entries in file order, ${VAR} substituted, NAME_file read from a file
+ * (relative to the config), the secret never in a diagnostic even when the load fails for another reason. */
+static void test_librdkafka_map(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/sinks-cfgXXXXXX", path[128];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/kafka.secret", dir);
+    write_file(path, "s3cr3t-pw\n");
+    static const char text[] = "sources: [ { name: fleet, type: generator } ]\n"
+                               "sinks:\n"
+                               "  - name: k\n"
+                               "    type: kafka\n"
+                               "    from: fleet\n"
+                               "    brokers: 127.0.0.1:9092\n"
+                               "    librdkafka:\n"
+                               "      security.protocol: sasl_plaintext\n"
+                               "      sasl.mechanisms: PLAIN\n"
+                               "      sasl.username: ${KAFKA_USER}\n"
+                               "      sasl.password_file: kafka.secret\n"
+                               "      linger.ms: 7\n";
+    sl_config_t *cfg = NULL;
+    sl_diags_t diags = {0};
+    assert_int_equal(sl__config_load_ex("k.yaml", dir, text, strlen(text), NULL, fake_env, NULL, &cfg, &diags), 0);
+    const sl_conf_prop_t *props;
+    assert_int_equal(sl_conf_props(&cfg->nodes[1], "librdkafka", &props), 5);
+    assert_string_equal(props[2].name, "sasl.username");
+    assert_string_equal(props[2].value, "svc-sluice");
+    assert_string_equal(props[3].name, "sasl.password");
+    assert_string_equal(props[3].value, "s3cr3t-pw");
+    assert_int_equal(props[3].line, 11);
+    assert_string_equal(props[4].value, "7");
+    sl_config_destroy(cfg);
+    sl_diags_free(&diags);
+    /* A refused value is reported by position without the value. */
+    static const char bad[] = "sources: [ { name: fleet, type: generator } ]\n"
+                              "sinks: [ { name: k, type: kafka, from: fleet, brokers: x,\n"
+                              "           librdkafka: { security.protocol: s3cr3t-pw } } ]\n";
+    memset(&diags, 0, sizeof diags);
+    assert_int_not_equal(sl__config_load_ex("b.yaml", dir, bad, strlen(bad), NULL, fake_env, NULL, &cfg, &diags), 0);
+    assert_int_equal(diags.n, 1);
+    assert_int_equal(diags.v[0].line, 3);
+    assert_string_equal(diags.v[0].path, "sinks.k.librdkafka.security.protocol");
+    assert_null(strstr(diags.v[0].msg, "s3cr3t"));
+    sl_diags_free(&diags);
+    unlink(path);
+    rmdir(dir);
+}
+
 /* Runs sl__cli_validate on argv; returns the exit code, output in *out and *err (caller frees). */
 static int run_cli(int argc, char **argv, char **out, char **err)
 {
@@ -529,6 +584,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_big_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_too_large, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
+        cmocka_unit_test(test_librdkafka_map),
         cmocka_unit_test_setup_teardown(test_accessors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cli, setup, teardown),
     };

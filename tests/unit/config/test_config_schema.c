@@ -108,8 +108,10 @@ static void test_schema_consistent(void **state)
             snprintf(all, sizeof all, "|%s|", k->values);
             assert_non_null(strstr(all, bar));
         }
-        if (k->kind == SL_PARAM_MAP)
+        if (k->kind == SL_PARAM_MAP && k->values != NULL)
             assert_non_null(sl__schema_key(sc, k->values, "strategy")); /* the section it holds exists */
+        if (k->kind == SL_PARAM_MAP && k->values == NULL) /* free-form: entries are checked, and documented */
+            assert_true(sl__schema_prop_check(k) != NULL && k->check_doc != NULL);
         if (k->def != NULL && k->check != NULL) {
             const char *why;
             assert_int_equal(k->check(k->def, &why), 0);

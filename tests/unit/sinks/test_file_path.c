@@ -199,20 +199,47 @@ static void test_valid_prefix(void **state)
             file.len += unit.len;
             ends[k] = file.len;
         }
-        assert_int_equal(sl__codec_valid_prefix((sl_file_comp_t)comp, file.p, file.len), ends[2]);
+        assert_int_equal(sl__codec_valid_prefix((sl_file_comp_t)comp, SL_FILE_FMT_NDJSON, file.p, file.len), ends[2]);
         /* Cut anywhere inside the last unit: recovery keeps the first two units (plain: every whole line). */
         for (size_t cut = ends[1] + 1; cut < ends[2]; cut++) {
             size_t want = ends[1];
             for (size_t k = ends[1]; comp == SL_FILE_COMP_NONE && k < cut; k++)
                 want = file.p[k] == '\n' ? k + 1 : want;
-            assert_int_equal(sl__codec_valid_prefix((sl_file_comp_t)comp, file.p, cut), want);
+            assert_int_equal(sl__codec_valid_prefix((sl_file_comp_t)comp, SL_FILE_FMT_NDJSON, file.p, cut), want);
         }
-        assert_int_equal(sl__codec_valid_prefix((sl_file_comp_t)comp, file.p, ends[0] - 1),
+        assert_int_equal(sl__codec_valid_prefix((sl_file_comp_t)comp, SL_FILE_FMT_NDJSON, file.p, ends[0] - 1),
                          comp == SL_FILE_COMP_NONE ? ends[0] - strlen("another line 0\n") : 0);
         sl__codec_destroy(c);
         sl__buf_free(&file);
         sl__buf_free(&unit);
     }
+}
+
+/* An uncompressed capture left by a crash is cut back to its header and whole records. */
+static void test_capture_prefix(void **state)
+{
+    uint8_t buf[4096];
+    sl_event_t ev;
+    sl_buf_t b = {0};
+    assert_int_equal(sl__file_capture_header(&b, "test"), 0);
+    size_t ends[4] = {b.len};
+    for (int k = 0; k < 3; k++) {
+        make_event(buf, sizeof buf, "fleet/dev-1/telemetry", "dev-1", "site", (const uint8_t *)"s", 1, "{\"seq\":1}",
+                   &ev);
+        assert_int_equal(sl__file_encode(&b, SL_FILE_FMT_CAPTURE, &ev), 0);
+        ends[k + 1] = b.len;
+    }
+    assert_int_equal(sl__codec_valid_prefix(SL_FILE_COMP_NONE, SL_FILE_FMT_CAPTURE, b.p, b.len), ends[3]);
+    for (size_t cut = ends[2]; cut < ends[3]; cut++)
+        assert_int_equal(sl__codec_valid_prefix(SL_FILE_COMP_NONE, SL_FILE_FMT_CAPTURE, b.p, cut), ends[2]);
+    assert_int_equal(sl__codec_valid_prefix(SL_FILE_COMP_NONE, SL_FILE_FMT_CAPTURE, b.p, ends[0]), ends[0]);
+    assert_int_equal(sl__codec_valid_prefix(SL_FILE_COMP_NONE, SL_FILE_FMT_CAPTURE, b.p, ends[0] - 1), 0);
+    /* An event a capture cannot hold (no topic) is refused, nothing appended. */
+    size_t before = b.len;
+    make_event(buf, sizeof buf, "", "k", "a", (const uint8_t *)"v", 1, "{}", &ev);
+    assert_int_equal(sl__file_encode(&b, SL_FILE_FMT_CAPTURE, &ev), SL_EINVAL);
+    assert_int_equal(b.len, before);
+    sl__buf_free(&b);
 }
 
 int main(void)
@@ -221,6 +248,7 @@ int main(void)
         cmocka_unit_test(test_template_plain),  cmocka_unit_test(test_template_hostile_values),
         cmocka_unit_test(test_template_bad),    cmocka_unit_test(test_json_valid),
         cmocka_unit_test(test_ndjson_envelope), cmocka_unit_test(test_valid_prefix),
+        cmocka_unit_test(test_capture_prefix),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
