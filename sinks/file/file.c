@@ -97,12 +97,15 @@ static void sl__fsink_block(sl_fsink_t *fs, sl_file_t *f, int err, const char *w
     fs->blocked = true;
     if (fs->episode) {
         fs->blocked_retries++;
+        sl__metric_add(fs->m_blocked_retries, 1);
         return;
     }
     fs->episode = true;
     fs->blocked_err = err;
     fs->blocked_since_ns = now;
     fs->blocked_episodes++;
+    sl__metric_add(fs->m_blocked_episodes, 1);
+    sl__metric_set(fs->m_blocked, 1);
     sl_log(SL_LOG_WARN, fs->who, err,
            "%s %s/%s failed: holding %u events, retrying every %llu ms (backpressure, nothing is dropped; "
            "episode %llu)",
@@ -128,6 +131,7 @@ static int sl__fsink_encode(sl_fsink_t *fs, const sl_fbatch_t *b, const uint8_t 
             /* A capture cannot hold it (no topic, QoS above 2, malformed attributes): dead-lettered once,
              * acknowledged with its batch. */
             p->dead = true;
+            sl__metric_add(fs->m_dead, 1);
             sl_dead_letter(fs->ctx, &p->ev, "unencodable",
                            rc == SL_EINVAL ? "not valid in a capture record" : "too large for a capture record");
             continue;
@@ -287,6 +291,7 @@ static int sl__fsink_route(sl_fsink_t *fs, uint32_t i)
     int len = sl__tpl_expand(&fs->tpl, ev, rel, sizeof rel);
     if (len < 0) {
         sl_dead_letter(fs->ctx, ev, "unroutable", len == SL_ERANGE ? "file path too long" : "unsafe file path");
+        sl__metric_add(fs->m_dead, 1);
         sl_plist_t one = {i, i, 1};
         sl__plist_ack(fs, &one);
         return 0;
@@ -426,6 +431,7 @@ static int sl__fsink_timer(sl_ctx_t *ctx, void *state)
                (unsigned long long)fs->blocked_episodes);
         fs->episode = false;
         fs->blocked_retries = 0;
+        sl__metric_set(fs->m_blocked, 0);
     }
     sl__fsink_arm(fs);
     return 0;

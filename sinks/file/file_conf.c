@@ -4,6 +4,7 @@
  * stream of retries), the path template, the codec, and the recovery of what a predecessor left.
  */
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,9 +64,30 @@ static void sl__fsink_read_conf(sl_fsink_t *fs, const sl_conf_node_t *node)
     fs->hold_bytes_limit = node->capacity / 2;
 }
 
+static void sl__fsink_metrics(sl_ctx_t *ctx, sl_fsink_t *fs)
+{
+    static const sl_sink_metric_t defs[] = {
+        {offsetof(sl_fsink_t, m_blocked_episodes), "file_blocked_episodes_total",
+         "Episodes of a failed open, write or sync (disk full, read-only, permissions): held, retried, not lost.",
+         SL_METRIC_COUNTER},
+        {offsetof(sl_fsink_t, m_blocked_retries), "file_blocked_retries_total",
+         "Retries of a blocked write (every 500 ms during an episode).", SL_METRIC_COUNTER},
+        {offsetof(sl_fsink_t, m_blocked), "file_blocked", "1 while writing is blocked (backpressure).",
+         SL_METRIC_GAUGE},
+        {offsetof(sl_fsink_t, m_files), "file_files_completed_total", "Files completed (NAME.part renamed to NAME).",
+         SL_METRIC_COUNTER},
+        {offsetof(sl_fsink_t, m_dead), "file_dead_lettered_total",
+         "Events sent to the dead-letter path (unroutable path, not encodable in the format).", SL_METRIC_COUNTER},
+    };
+    _Static_assert(SL_ARRAY_LEN(defs) == SL_ARRAY_LEN(fs->m_spare), "a spare word per metric");
+    sl__sink_metrics(ctx, fs, defs, SL_ARRAY_LEN(defs), fs->m_spare);
+    sl__metric_set(fs->m_blocked, 0); /* a restarted instance starts unblocked */
+}
+
 int sl__fsink_setup(sl_ctx_t *ctx, sl_fsink_t *fs)
 {
     const sl_conf_node_t *node = sl_ctx_node(ctx);
+    sl__fsink_metrics(ctx, fs);
     fs->ctx = ctx;
     fs->who = sl_ctx_name(ctx);
     fs->dirfd = -1;

@@ -25,7 +25,7 @@
 #include <stdint.h>
 #include <time.h>
 
-#include "sinks/sinks.h"
+#include "sinks/sinks_int.h"
 
 #define SL_FILE_PATH_MAX 1024
 #define SL_FILE_VALUE_MAX 128 /* bytes of one attribute value in a path; longer values are cut */
@@ -221,6 +221,9 @@ struct sl_fsink_s {
     int64_t last_sec;
     /* Figures. */
     uint64_t files_done, events_written, bytes_written, recovered, evictions;
+    /* In /metrics (file_conf.c registers them). */
+    _Atomic uint64_t *m_blocked_episodes, *m_blocked_retries, *m_blocked, *m_files, *m_dead;
+    _Atomic uint64_t m_spare[5];
     uint32_t seq;         /* file name counter */
     const char *cap_desc; /* format capture: the header's description */
 };

@@ -122,6 +122,7 @@ int sl__file_finish(sl_fsink_t *fs, sl_file_t *f)
         rc = -errno;
     } else if (rc == 0) {
         fs->files_done++;
+        sl__metric_add(fs->m_files, 1);
         if (fs->sync != SL_FILE_SYNC_NONE)
             sl__sync_parent(fs, f->final);
     }

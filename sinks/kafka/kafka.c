@@ -14,6 +14,8 @@
 
 static void sl__ksink_arm(sl_ksink_t *ks)
 {
+    sl__metric_set(ks->m_in_flight, ks->in_flight);
+    sl__metric_set(ks->m_backlog, ks->backlog_n);
     sl_ctx_set_timer(ks->ctx, ks->in_flight || ks->backlog_n ? sl_now_ns() + SL_KAFKA_POLL_NS : 0);
 }
 

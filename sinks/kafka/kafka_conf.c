@@ -6,6 +6,7 @@
  * A property librdkafka refuses is "cannot start", logged with librdkafka's own text, so a typo in the
  * config never becomes a crash loop.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -189,9 +190,31 @@ static int sl__kconf_build(sl_ksink_t *ks, const sl_conf_node_t *node, rd_kafka_
     return sl__kconf_passthrough(ks, node, conf);
 }
 
+static void sl__ksink_metrics(sl_ctx_t *ctx, sl_ksink_t *ks)
+{
+    static const sl_sink_metric_t defs[] = {
+        {offsetof(sl_ksink_t, m_queue_full), "kafka_queue_full_episodes_total",
+         "Times librdkafka's queue was full and events waited in the backlog (backpressure).", SL_METRIC_COUNTER},
+        {offsetof(sl_ksink_t, m_retries), "kafka_retries_total",
+         "Events produced again after a retriable delivery failure.", SL_METRIC_COUNTER},
+        {offsetof(sl_ksink_t, m_dead), "kafka_dead_lettered_total",
+         "Events sent to the dead-letter path after a permanent error (too large, authorisation, ...).",
+         SL_METRIC_COUNTER},
+        {offsetof(sl_ksink_t, m_in_flight), "kafka_in_flight", "Events handed to librdkafka, not yet confirmed.",
+         SL_METRIC_GAUGE},
+        {offsetof(sl_ksink_t, m_backlog), "kafka_backlog", "Events waiting for room in librdkafka's queue.",
+         SL_METRIC_GAUGE},
+    };
+    _Static_assert(SL_ARRAY_LEN(defs) == SL_ARRAY_LEN(ks->m_spare), "a spare word per metric");
+    sl__sink_metrics(ctx, ks, defs, SL_ARRAY_LEN(defs), ks->m_spare);
+    sl__metric_set(ks->m_in_flight, 0); /* a restarted instance starts with nothing in flight */
+    sl__metric_set(ks->m_backlog, 0);
+}
+
 int sl__ksink_setup(sl_ctx_t *ctx, sl_ksink_t *ks)
 {
     const sl_conf_node_t *node = sl_ctx_node(ctx);
+    sl__ksink_metrics(ctx, ks);
     ks->ctx = ctx;
     ks->who = sl_ctx_name(ctx);
     ks->free_head = ks->backlog_head = ks->backlog_tail = SL_KMSG_NIL;

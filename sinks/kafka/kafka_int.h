@@ -19,7 +19,7 @@
 
 #include <librdkafka/rdkafka.h>
 
-#include "sinks/sinks.h"
+#include "sinks/sinks_int.h"
 
 #define SL_KAFKA_NAME_MAX 256
 
@@ -72,6 +72,9 @@ typedef struct sl_ksink_s {
     uint64_t in_flight;
     /* Figures. */
     uint64_t delivered, retried, dead, queue_full, backlog_episodes;
+    /* In /metrics (kafka_conf.c registers them). */
+    _Atomic uint64_t *m_queue_full, *m_retries, *m_dead, *m_in_flight, *m_backlog;
+    _Atomic uint64_t m_spare[5];
     bool fatal; /* librdkafka raised a fatal error: the instance must restart */
 } sl_ksink_t;
 

@@ -45,6 +45,7 @@ static void sl__backlog_push(sl_ksink_t *ks, uint32_t i)
     if (ks->backlog_n == 0) {
         ks->backlog_head = i;
         ks->backlog_episodes++;
+        sl__metric_add(ks->m_queue_full, 1);
     } else {
         ks->msgs[ks->backlog_tail].next = i;
     }
@@ -82,6 +83,7 @@ static void sl__kmsg_dead(sl_ksink_t *ks, uint32_t i, rd_kafka_resp_err_t err)
 {
     sl_dead_letter(ks->ctx, &ks->msgs[i].ev, "kafka_permanent", rd_kafka_err2str(err));
     ks->dead++;
+    sl__metric_add(ks->m_dead, 1);
     sl_ack(ks->ctx, ks->msgs[i].ev.token);
     sl__kmsg_put(ks, i);
 }
@@ -190,6 +192,7 @@ void sl__ksink_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     } else if (sl__kerr_permanent(m->err)) {
         sl__kmsg_dead(ks, i, m->err);
     } else {
+        sl__metric_add(ks->m_retries, 1);
         if (ks->retried++ == 0)
             sl_log(SL_LOG_WARN, ks->who, 0, "delivery failed (%s): producing again (counted, logged once)",
                    rd_kafka_err2str(m->err));

@@ -427,6 +427,7 @@ static void test_disk_full_is_backpressure(void **state)
     mount_tmpfs(fs, "size=1m");
     sl_th_config(&fs->th,
                  "pipeline: { name: ffull }\n"
+                 "metrics: { listen: \"127.0.0.1:0\" }\n"
                  "sources: [ { name: fleet, type: generator, count: 20_000, devices: 20 } ]\n"
                  "sinks: [ { name: out, type: file, from: fleet, dir: '%s', path: 'full.ndjson' } ]\n",
                  fs->out);
@@ -437,6 +438,16 @@ static void test_disk_full_is_backpressure(void **state)
     /* Held, not dropped: the source cannot have finished while the sink holds. */
     assert_null(strstr(sl_th_log(&fs->th), "generated 20000 events"));
     assert_false(sl_th_wait(&fs->th, 0));
+    /* The episode is in /metrics too: counted, and the sink shows as blocked. */
+    uint64_t port = 0;
+    assert_true(sl_th_log_number(&fs->th, "serving http://127.0.0.1:", "127.0.0.1:", &port));
+    const char *m = sl_th_http_get((int)port, "/metrics");
+    assert_non_null(m);
+    const char *ep = strstr(m, "sluice_file_blocked_episodes_total{pipeline=\"ffull\",node=\"out\",instance=\"0\"} ");
+    const char *bl = strstr(m, "sluice_file_blocked{pipeline=\"ffull\",node=\"out\",instance=\"0\"} ");
+    if (ep == NULL || bl == NULL || strtoull(strchr(ep, '}') + 2, NULL, 10) < 1 ||
+        strtoull(strchr(bl, '}') + 2, NULL, 10) != 1)
+        fail_msg("file sink metrics missing or wrong:\n%s", m);
     sh("mount -o remount,size=64m '%s'", fs->out);
     if (!sl_th_wait_log(&fs->th, "writing again", 60000))
         fail_msg("did not resume; log:\n%s", sl_th_log(&fs->th));
