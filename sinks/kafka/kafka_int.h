@@ -43,11 +43,13 @@ void sl__ktpl_free(sl_ktpl_t *t);
  * Returns the length, or SL_ERANGE when it does not fit. */
 int sl__ktpl_expand(const sl_ktpl_t *t, const sl_event_t *ev, bool topic_chars, char *out, size_t cap);
 
-/* One event handed to librdkafka (or waiting in the backlog). */
+/* One event handed to librdkafka (or waiting in the backlog): its record in the input channel and its
+ * acknowledgement token, nothing more (24 bytes: tens of thousands are in flight, and each delivery report
+ * touches one, so a small slot stays in cache; the event view is rebuilt from the record when needed). */
 typedef struct sl_kmsg_s {
-    sl_event_t ev;
+    const sl_rec_t *rec;
+    uint64_t token;
     uint32_t next; /* backlog / free list link */
-    bool in_flight;
 } sl_kmsg_t;
 #define SL_KMSG_NIL UINT32_MAX
 
@@ -61,6 +63,7 @@ typedef struct sl_ksink_s {
     const char *who;
     rd_kafka_t *rk;
     sl_ktpl_t topic_tpl, key_tpl;
+    rd_kafka_topic_t *const_rkt; /* the topic when its template is constant (no lookup per event) */
     bool headers;
     /* Topic handles by name (a small table: topic templates yield few topics). */
     sl_ktopic_t *topics;

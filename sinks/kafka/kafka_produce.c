@@ -6,6 +6,7 @@
  * or produce it again. The payload goes to librdkafka without a copy (flags 0: librdkafka neither copies
  * nor frees it); a key is copied only when its template is more than {key}.
  */
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,11 +26,10 @@ static int sl__kmsg_get(sl_ksink_t *ks, const sl_event_t *ev, uint32_t *out)
         ks->free_head = ks->cap;
         ks->cap = cap;
     }
+    assert(ev->rec != NULL); /* the runtime's events are views of channel records */
     uint32_t i = ks->free_head;
     ks->free_head = ks->msgs[i].next;
-    ks->msgs[i].ev = *ev;
-    ks->msgs[i].next = SL_KMSG_NIL;
-    ks->msgs[i].in_flight = false;
+    ks->msgs[i] = (sl_kmsg_t){ev->rec, ev->token, SL_KMSG_NIL};
     *out = i;
     return 0;
 }
@@ -78,43 +78,57 @@ static rd_kafka_headers_t *sl__kheaders(const sl_event_t *ev)
     return h;
 }
 
+/* The event view of slot i (pointers into the input channel, valid until it is acknowledged). */
+static void sl__kmsg_event(const sl_ksink_t *ks, uint32_t i, sl_event_t *ev)
+{
+    sl_event_from_rec(ev, ks->msgs[i].rec);
+    ev->token = ks->msgs[i].token;
+}
+
 /* Dead-letters slot i with err's text and acknowledges it. */
 static void sl__kmsg_dead(sl_ksink_t *ks, uint32_t i, rd_kafka_resp_err_t err)
 {
-    sl_dead_letter(ks->ctx, &ks->msgs[i].ev, "kafka_permanent", rd_kafka_err2str(err));
+    sl_event_t ev;
+    sl__kmsg_event(ks, i, &ev);
+    sl_dead_letter(ks->ctx, &ev, "kafka_permanent", rd_kafka_err2str(err));
     ks->dead++;
     sl__metric_add(ks->m_dead, 1);
-    sl_ack(ks->ctx, ks->msgs[i].ev.token);
+    sl_ack(ks->ctx, ev.token);
     sl__kmsg_put(ks, i);
 }
 
 /* Hands slot i to librdkafka. Returns 0 (in flight, or dead-lettered), SL_EAGAIN (queue full). */
 static int sl__kmsg_produce(sl_ksink_t *ks, uint32_t i)
 {
-    const sl_event_t *ev = &ks->msgs[i].ev;
+    sl_event_t view;
+    sl__kmsg_event(ks, i, &view);
+    const sl_event_t *ev = &view;
     char topic[SL_KAFKA_NAME_MAX], key[1024];
     const void *kp = ev->key;
     size_t kl = ev->key_len;
     int msgflags = 0;
-    if (sl__ktpl_expand(&ks->topic_tpl, ev, true, topic, sizeof topic) <= 0) {
-        sl__kmsg_dead(ks, i, RD_KAFKA_RESP_ERR__INVALID_ARG);
-        return 0;
+    rd_kafka_topic_t *rkt = ks->const_rkt;
+    if (rkt == NULL) {
+        if (sl__ktpl_expand(&ks->topic_tpl, ev, true, topic, sizeof topic) <= 0) {
+            sl__kmsg_dead(ks, i, RD_KAFKA_RESP_ERR__INVALID_ARG);
+            return 0;
+        }
+        if ((rkt = sl__ksink_topic(ks, topic)) == NULL)
+            return SL_ENOMEM;
+        if (ks->topic_tpl.constant)
+            ks->const_rkt = rkt; /* owned by the topic table */
     }
     if (!ks->key_tpl.verbatim_key) {
         int n = sl__ktpl_expand(&ks->key_tpl, ev, false, key, sizeof key);
         kp = key, kl = n > 0 ? (size_t)n : 0;
         msgflags = RD_KAFKA_MSG_F_COPY; /* the rendered key lives on this stack; the payload is copied too */
     }
-    rd_kafka_topic_t *rkt = sl__ksink_topic(ks, topic);
-    if (rkt == NULL)
-        return SL_ENOMEM;
     rd_kafka_headers_t *h = ks->headers ? sl__kheaders(ev) : NULL;
     rd_kafka_resp_err_t err =
         rd_kafka_producev(ks->rk, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_MSGFLAGS(msgflags),
                           RD_KAFKA_V_VALUE((void *)ev->payload, ev->payload_len), RD_KAFKA_V_KEY(kp, kl),
                           RD_KAFKA_V_OPAQUE((void *)(uintptr_t)i), RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        ks->msgs[i].in_flight = true;
         ks->in_flight++;
         return 0;
     }
@@ -181,10 +195,9 @@ void sl__ksink_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     sl_ksink_t *ks = opaque;
     uint32_t i = (uint32_t)(uintptr_t)m->_private;
     ks->in_flight--;
-    ks->msgs[i].in_flight = false;
     if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
         ks->delivered++;
-        sl_ack(ks->ctx, ks->msgs[i].ev.token);
+        sl_ack(ks->ctx, ks->msgs[i].token);
         sl__kmsg_put(ks, i);
     } else if (m->err == RD_KAFKA_RESP_ERR__PURGE_QUEUE || m->err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT ||
                m->err == RD_KAFKA_RESP_ERR__DESTROY) {
