@@ -1,13 +1,23 @@
 /*
- * Private helpers shared by the sinks (sinks/): their own metrics (metrics.c).
+ * Private helpers shared by the sinks (sinks/, sinks_util.c): slabs of slots on a free list, and the sinks'
+ * own metrics.
  */
 #ifndef SL_SINKS_INT_H
 #define SL_SINKS_INT_H
 
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "sinks/sinks.h"
+
+#define SL_SLAB_NIL UINT32_MAX
+
+/* Takes a free slot of a slab of elements of `size` bytes whose uint32_t free-list link is at `next_off`,
+ * growing the slab geometrically (first slots at the start) when none is free: no allocation per event.
+ * Returns 0 and *out (the slot's content is the caller's to set), or SL_ENOMEM (nothing changed). */
+int sl__slab_alloc(void **slab, uint32_t *cap, uint32_t *free_head, size_t size, size_t next_off, uint32_t first,
+                   uint32_t *out);
 
 /* One metric of a sink: where its pointer lives in the sink's state, and what it is. */
 typedef struct sl_sink_metric_s {

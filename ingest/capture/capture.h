@@ -129,6 +129,10 @@ int sl_cap_writer_put(sl_cap_writer_t *w, const sl_cap_rec_t *rec);
 #define SL_CAP_HEADER_MAX (30u + SL_CAP_MAX_DESC)
 #define SL_CAP_REC_HEAD 28u
 size_t sl_cap_header_encode(uint8_t *out, const char *desc, uint64_t created_ns);
+/* The capture record of a pipeline event (a view: pointers into the event's channel record). Defined with
+ * the capture sink (capture_sink.c), the other writer of events. */
+struct sl_event_s;
+void sl_cap_rec_of_event(const struct sl_event_s *ev, sl_cap_rec_t *r);
 size_t sl_cap_record_size(const sl_cap_rec_t *rec);
 int sl_cap_record_encode(const sl_cap_rec_t *rec, uint8_t *out);
 int sl_cap_record_head(const sl_cap_rec_t *rec, uint8_t *head, uint32_t *crc);

@@ -117,6 +117,21 @@ static int sl__capsink_init(sl_ctx_t *ctx, void **state)
     return 0;
 }
 
+void sl_cap_rec_of_event(const sl_event_t *ev, sl_cap_rec_t *r)
+{
+    uint16_t f = ev->rec ? ev->rec->flags : 0;
+    *r = (sl_cap_rec_t){
+        .ts_ns = ev->ingest_ns,
+        .qos = ev->rec ? ev->rec->qos : 0,
+        .flags = (uint8_t)((f & SL_REC_BINARY ? SL_CAP_F_BINARY : 0) | (f & SL_REC_RETAIN ? SL_CAP_F_RETAIN : 0)),
+        .topic = ev->topic,
+        .topic_len = ev->topic_len,
+        .props = ev->attrs,
+        .props_len = ev->attr_len,
+        .payload = ev->payload,
+        .payload_len = ev->payload_len};
+}
+
 static int sl__capsink_events(sl_ctx_t *ctx, void *state, const sl_event_t *evs, size_t n)
 {
     sl_capsink_t *s = state;
@@ -126,17 +141,8 @@ static int sl__capsink_events(sl_ctx_t *ctx, void *state, const sl_event_t *evs,
             continue;
         }
         const sl_event_t *ev = &evs[i];
-        uint16_t f = ev->rec->flags;
-        sl_cap_rec_t r = {
-            .ts_ns = ev->ingest_ns,
-            .qos = ev->rec->qos,
-            .flags = (uint8_t)((f & SL_REC_BINARY ? SL_CAP_F_BINARY : 0) | (f & SL_REC_RETAIN ? SL_CAP_F_RETAIN : 0)),
-            .topic = ev->topic,
-            .topic_len = ev->topic_len,
-            .props = ev->attrs,
-            .props_len = ev->attr_len,
-            .payload = ev->payload,
-            .payload_len = ev->payload_len};
+        sl_cap_rec_t r;
+        sl_cap_rec_of_event(ev, &r);
         int rc = sl_cap_writer_put(s->w, &r);
         if (rc == SL_EIO)
             return rc; /* a crash: the restarted instance appends, the input is delivered again */

@@ -12,6 +12,7 @@
  * Timers: one deadline covers the batch timeouts, the file ages, the interval fsync and the retry.
  */
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -26,19 +27,10 @@
 
 static int sl__pend_get(sl_fsink_t *fs, const sl_event_t *ev, uint32_t *out)
 {
-    if (fs->pend_free == SL_PEND_NIL) {
-        uint32_t cap = fs->pend_cap ? fs->pend_cap * 2 : 4096;
-        sl_pend_t *p = realloc(fs->pend, (size_t)cap * sizeof *p);
-        if (p == NULL)
-            return SL_ENOMEM;
-        for (uint32_t i = fs->pend_cap; i < cap; i++)
-            p[i].next = i + 1 < cap ? i + 1 : SL_PEND_NIL;
-        fs->pend = p;
-        fs->pend_free = fs->pend_cap;
-        fs->pend_cap = cap;
-    }
-    uint32_t i = fs->pend_free;
-    fs->pend_free = fs->pend[i].next;
+    uint32_t i;
+    if (sl__slab_alloc((void **)&fs->pend, &fs->pend_cap, &fs->pend_free, sizeof *fs->pend, offsetof(sl_pend_t, next),
+                       4096, &i) != 0)
+        return SL_ENOMEM;
     fs->pend[i].ev = *ev;
     fs->pend[i].next = SL_PEND_NIL;
     fs->pend[i].dead = false;
@@ -318,7 +310,7 @@ static size_t sl__fsink_bkey(const sl_fsink_t *fs, const sl_event_t *ev, const c
         v = NULL, n = 0;
     /* Values longer than a batch key holds share a batch with the others of the same prefix: batching
      * only groups, it never decides where an event lands. */
-    *out = (const char *)v;
+    *out = v != NULL ? (const char *)v : ""; /* never NULL: it is hashed and copied */
     return SL_MIN(n, (size_t)SL_FILE_VALUE_MAX);
 }
 

@@ -8,6 +8,7 @@
  * chained hash table, and kept in a list in the order of their first event: the head is always the next
  * timeout, so arming the timer and flushing what is due cost nothing per open batch.
  */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,20 +39,11 @@ int sl__fbatch_get(sl_fsink_t *fs, sl_file_t *f, const char *key, size_t len, ui
             return 0;
         }
     }
-    if (fs->bfree == SL_PEND_NIL) {
-        uint32_t cap = fs->bcap ? fs->bcap * 2 : 64;
-        sl_fbatch_t *nb = realloc(fs->batches, (size_t)cap * sizeof *nb);
-        if (nb == NULL)
-            return SL_ENOMEM;
-        for (uint32_t i = fs->bcap; i < cap; i++)
-            nb[i].next_hash = i + 1 < cap ? i + 1 : SL_PEND_NIL;
-        fs->batches = nb;
-        fs->bfree = fs->bcap;
-        fs->bcap = cap;
-    }
-    uint32_t i = fs->bfree;
+    uint32_t i;
+    if (sl__slab_alloc((void **)&fs->batches, &fs->bcap, &fs->bfree, sizeof *fs->batches,
+                       offsetof(sl_fbatch_t, next_hash), 64, &i) != 0)
+        return SL_ENOMEM;
     sl_fbatch_t *b = &fs->batches[i];
-    fs->bfree = b->next_hash;
     memset(b, 0, sizeof *b);
     b->f = f;
     b->hash = h;

@@ -337,15 +337,8 @@ static int sl__enc_ndjson(sl_buf_t *b, const sl_event_t *ev)
 /* A capture record (docs/capture.md), encoded by the capture module itself. */
 static int sl__enc_capture(sl_buf_t *b, const sl_event_t *ev)
 {
-    sl_cap_rec_t r = {.ts_ns = ev->ingest_ns,
-                      .qos = ev->rec ? ev->rec->qos : 0,
-                      .flags = (uint8_t)(ev->rec && (ev->rec->flags & SL_REC_BINARY) ? SL_CAP_F_BINARY : 0),
-                      .topic = ev->topic,
-                      .topic_len = ev->topic_len,
-                      .props = ev->attrs,
-                      .props_len = ev->attr_len,
-                      .payload = ev->payload,
-                      .payload_len = ev->payload_len};
+    sl_cap_rec_t r;
+    sl_cap_rec_of_event(ev, &r);
     size_t n = sl_cap_record_size(&r);
     if (sl__buf_reserve(b, n) != 0)
         return SL_ENOMEM;

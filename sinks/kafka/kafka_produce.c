@@ -7,6 +7,7 @@
  * nor frees it); a key is copied only when its template is more than {key}.
  */
 #include <assert.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,20 +16,11 @@
 
 static int sl__kmsg_get(sl_ksink_t *ks, const sl_event_t *ev, uint32_t *out)
 {
-    if (ks->free_head == SL_KMSG_NIL) {
-        uint32_t cap = ks->cap ? ks->cap * 2 : 4096;
-        sl_kmsg_t *m = realloc(ks->msgs, (size_t)cap * sizeof *m);
-        if (m == NULL)
-            return SL_ENOMEM;
-        for (uint32_t i = ks->cap; i < cap; i++)
-            m[i].next = i + 1 < cap ? i + 1 : SL_KMSG_NIL;
-        ks->msgs = m;
-        ks->free_head = ks->cap;
-        ks->cap = cap;
-    }
     assert(ev->rec != NULL); /* the runtime's events are views of channel records */
-    uint32_t i = ks->free_head;
-    ks->free_head = ks->msgs[i].next;
+    uint32_t i;
+    if (sl__slab_alloc((void **)&ks->msgs, &ks->cap, &ks->free_head, sizeof *ks->msgs, offsetof(sl_kmsg_t, next), 4096,
+                       &i) != 0)
+        return SL_ENOMEM;
     ks->msgs[i] = (sl_kmsg_t){ev->rec, ev->token, SL_KMSG_NIL};
     *out = i;
     return 0;
