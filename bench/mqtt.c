@@ -247,8 +247,39 @@ static bool sluice_start(bench_t *b)
 }
 
 /* One run of sluice; returns events/s. */
+/* CPU seconds (user + system, every thread) of pid and its children, from /proc. */
+static double tree_cpu_s(pid_t pid)
+{
+    char path[64], buf[1024];
+    double s = 0;
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f && fgets(buf, sizeof buf, f)) {
+        const char *p = strrchr(buf, ')'); /* the command may hold spaces: fields count from after it */
+        unsigned long long ut = 0, st = 0;
+        if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) == 2)
+            s = (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+    }
+    if (f)
+        fclose(f);
+    pid_t kids[64];
+    size_t n = sl_th_children(pid, kids, 64);
+    for (size_t i = 0; i < n; i++)
+        s += tree_cpu_s(kids[i]);
+    return s;
+}
+
+static double process_cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* One run of sluice; returns events/s, and in backlog mode the CPU it spent per message (its whole process
+ * tree, from its subscription to the last message), in *cpu_us. */
 static double run_sluice(bench_t *b, int qos, bool backlog, int concurrency, sl_bench_proc_t *mem, uint64_t *lost,
-                         uint64_t *dups)
+                         uint64_t *dups, double *cpu_us)
 {
     sluice_config(b, qos, concurrency);
     b->concurrency = concurrency;
@@ -262,6 +293,7 @@ static double run_sluice(bench_t *b, int qos, bool backlog, int concurrency, sl_
     }
     if (!sluice_start(b))
         return 0;
+    double cpu0 = tree_cpu_s(b->th.pid);
     pthread_t t;
     pubarg_t pa = {b, qos};
     if (!backlog) {
@@ -283,6 +315,7 @@ static double run_sluice(bench_t *b, int qos, bool backlog, int concurrency, sl_
     if (got < (double)b->n)
         fprintf(stderr, "bench: sluice got %.0f of %llu messages (qos %d%s)\n", got, (unsigned long long)b->n, qos,
                 backlog ? ", backlog" : "");
+    *cpu_us = backlog && got > 0 ? (tree_cpu_s(b->th.pid) - cpu0) * 1e6 / got : 0;
     sluice_stop(b, mem);
     verify_counts(b, lost, dups);
     for (int k = 0; k < concurrency; k++) {
@@ -294,7 +327,9 @@ static double run_sluice(bench_t *b, int qos, bool backlog, int concurrency, sl_
 }
 
 /* One run of the raw counting subscriber; returns events/s. */
-static double run_raw(bench_t *b, int qos, bool backlog)
+/* One run of the raw counting subscriber; returns events/s, and in backlog mode the CPU of this process
+ * (Paho's threads, the 1 ms poll below) per message from its connect to the last message, in *cpu_us. */
+static double run_raw(bench_t *b, int qos, bool backlog, double *cpu_us)
 {
     MQTTAsync cli = raw_connect(b, "bench-raw", qos, false);
     pthread_t t;
@@ -305,6 +340,7 @@ static double run_raw(bench_t *b, int qos, bool backlog)
     }
     atomic_store(&raw_count, 0);
     uint64_t t0 = sl_now_ns();
+    double cpu0 = process_cpu_s();
     if (backlog) {
         cli = raw_connect(b, "bench-raw", qos, false);
         t0 = atomic_load(&raw_connected_ns);
@@ -322,6 +358,7 @@ static double run_raw(bench_t *b, int qos, bool backlog)
         fprintf(stderr, "bench: the raw subscriber got %llu of %llu messages (qos %d%s)\n", (unsigned long long)got,
                 (unsigned long long)b->n, qos, backlog ? ", backlog" : "");
     uint64_t dt = t1 - t0;
+    *cpu_us = backlog && got > 0 ? (process_cpu_s() - cpu0) * 1e6 / (double)got : 0;
     if (!backlog)
         pthread_join(t, NULL);
     raw_close(cli);
@@ -366,7 +403,7 @@ int main(int argc, char **argv)
     if (getenv("SLUICE_BENCH_MQTT_CASE"))
         snprintf(only = only_buf, sizeof only_buf, ",%s,", getenv("SLUICE_BENCH_MQTT_CASE"));
     for (size_t k = 0; k < SL_ARRAY_LEN(cases); k++) {
-        double vs[32], vr[32], vx[32];
+        double vs[32], vr[32], vx[32], cs[32], cr[32];
         sl_bench_proc_t mem = {0};
         uint64_t lost = 0, dups = 0;
         char want[64];
@@ -374,23 +411,34 @@ int main(int argc, char **argv)
         if (only && strstr(only, want) == NULL)
             continue;
         for (int i = 0; i < b.runs; i++) {
-            vs[i] = run_sluice(&b, cases[k].qos, cases[k].backlog, cases[k].conc, &mem, &lost, &dups);
-            vr[i] = run_raw(&b, cases[k].qos, cases[k].backlog);
+            /* The two sides take turns going first: the machine's load drifts within minutes. */
+            if (i % 2)
+                vr[i] = run_raw(&b, cases[k].qos, cases[k].backlog, &cr[i]);
+            vs[i] = run_sluice(&b, cases[k].qos, cases[k].backlog, cases[k].conc, &mem, &lost, &dups, &cs[i]);
+            if (i % 2 == 0)
+                vr[i] = run_raw(&b, cases[k].qos, cases[k].backlog, &cr[i]);
             vx[i] = vr[i] > 0 ? vs[i] / vr[i] : 0;
-            printf("mqtt %s run %d: sluice %.0f/s raw %.0f/s ratio %.2f\n", cases[k].name, i + 1, vs[i], vr[i], vx[i]);
+            printf("mqtt %s run %d: sluice %.0f/s raw %.0f/s ratio %.2f", cases[k].name, i + 1, vs[i], vr[i], vx[i]);
+            if (cases[k].backlog)
+                printf("; CPU per message: sluice %.2f us, raw %.2f us", cs[i], cr[i]);
+            printf("\n");
             fflush(stdout);
         }
         double ms = sl_bench_median(vs, b.runs), mr = sl_bench_median(vr, b.runs), mx = sl_bench_median(vx, b.runs);
         printf("mqtt %s: median sluice %.0f/s raw %.0f/s, median of the per-run ratios %.2f\n", cases[k].name, ms, mr,
                mx);
-        char extra[96];
+        char extra[192], cpu[96] = "";
+        if (cases[k].backlog) /* CPU per message: a figure the machine's load disturbs less than a rate */
+            snprintf(cpu, sizeof cpu, " cpu_us_per_msg=%.2f raw_cpu_us_per_msg=%.2f", sl_bench_median(cs, b.runs),
+                     sl_bench_median(cr, b.runs));
         /* A shared group deals a device's messages to both connections: the sink sees them out of order, so
          * its sequence check counts reorderings, not loss. */
         if (cases[k].conc > 1)
-            snprintf(extra, sizeof extra, "reordered_lost=%llu reordered_dups=%llu", (unsigned long long)lost,
-                     (unsigned long long)dups);
+            snprintf(extra, sizeof extra, "reordered_lost=%llu reordered_dups=%llu%s", (unsigned long long)lost,
+                     (unsigned long long)dups, cpu);
         else
-            snprintf(extra, sizeof extra, "lost=%llu dups=%llu", (unsigned long long)lost, (unsigned long long)dups);
+            snprintf(extra, sizeof extra, "lost=%llu dups=%llu%s", (unsigned long long)lost, (unsigned long long)dups,
+                     cpu);
         sl_bench_result(cases[k].id, ms, mr, &mem, extra);
     }
     sl_th_mosq_stop(&b.mq);
