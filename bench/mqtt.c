@@ -231,11 +231,6 @@ static double sink_progress(bench_t *b, uint64_t *t_ms)
 
 static bool sluice_start(bench_t *b)
 {
-    /* The child truncates its log only after the fork: emptied here first, the wait below cannot find the
-     * previous run's "subscribed to" (it did: the run then stopped sluice before it had connected, and the
-     * backlog was published to no session, "the lost session in backlog mode"). */
-    if (truncate(b->th.log, 0) != 0 && errno != ENOENT)
-        perror("truncate");
     sl_th_start(&b->th, "run", NULL);
     /* Every instance has its session and subscription (a shared group: each member's). */
     for (int i = 0; i < 20000; i += 5) {

@@ -71,8 +71,6 @@ static void config(ov_t *o, int qos, const char *overflow)
 
 static bool start(ov_t *o)
 {
-    if (truncate(o->th.log, 0) != 0 && errno != ENOENT) /* see bench/mqtt.c: never read a previous log */
-        perror("truncate");
     sl_th_start(&o->th, "run", NULL);
     return sl_th_wait_log(&o->th, "subscribed to", 20000);
 }
