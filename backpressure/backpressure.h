@@ -70,6 +70,9 @@ void sl_bell_ring(sl_bell_t *b);
 #define SL_REC_PAD 0x0001u    /* filler to the end of the ring; not an event */
 #define SL_REC_BINARY 0x0002u /* payload is not text */
 #define SL_REC_RETAIN 0x0004u /* MQTT: the message was the topic's retained message */
+/* The payload is one JSON value without a line break, checked by the decode stage: a sink that inlines it
+ * (the file sink's NDJSON envelope) need not check it again. Set only by stages, never from input. */
+#define SL_REC_JSON 0x0008u
 
 /*
  * A record in a channel: this header, then topic, key, attributes and payload bytes, then padding to

@@ -265,12 +265,15 @@ static int sl__dec_one(sl_ctx_t *ctx, sl_decode_t *d, const sl_event_t *ev)
     }
     d->cut_events += d->cut;
     bool binary = !d->json && !(ev->rec->flags & SL_REC_BINARY);
+    /* Valid JSON on one line: the file sink inlines it without checking it again (yajl takes a line break
+     * for whitespace; an NDJSON line must not hold one). */
+    uint16_t json = d->json && memchr(ev->payload, '\n', ev->payload_len) == NULL ? SL_REC_JSON : 0;
     const uint8_t *key = ev->key;
     size_t key_len = ev->key_len;
     if (d->key_from[0] != '\0')
         sl__dec_attr_find(d->attrs, d->attr_len, d->key_from, &key, &key_len);
     if (!binary && d->attr_len == ev->attr_len && key == ev->key)
-        return sl_emit_event(ctx, ev); /* nothing changed: the zero-copy path */
+        return sl_emit_event_flags(ctx, ev, json); /* nothing else changed: the zero-copy path */
     sl_emit_t em = {.topic = ev->topic,
                     .topic_len = ev->topic_len,
                     .key = key,
@@ -279,7 +282,7 @@ static int sl__dec_one(sl_ctx_t *ctx, sl_decode_t *d, const sl_event_t *ev)
                     .attr_len = (uint32_t)d->attr_len,
                     .payload = ev->payload,
                     .payload_len = ev->payload_len,
-                    .flags = (uint16_t)(ev->rec->flags | (binary ? SL_REC_BINARY : 0)),
+                    .flags = (uint16_t)(ev->rec->flags | (binary ? SL_REC_BINARY : 0) | json),
                     .qos = ev->rec->qos,
                     .ingest_ns = ev->ingest_ns};
     return sl_emit(ctx, &em);

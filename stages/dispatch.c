@@ -46,11 +46,14 @@ static size_t sl__em_len(const sl_emit_t *em, const sl_rec_t *raw)
     return sl_rec_body_len(em->topic_len, em->key_len, em->attr_len, em->payload_len);
 }
 
-/* Lays the event out as a record at r (whose len is already set). */
+/* Lays the event out as a record at r (whose len is already set): raw copied whole (em, when given, adds
+ * its flags), or em's parts. */
 static void sl__fill(sl_rec_t *r, const sl_emit_t *em, const sl_rec_t *raw)
 {
     if (raw != NULL) {
         memcpy(r, raw, raw->len);
+        if (em != NULL)
+            r->flags |= em->flags;
         return;
     }
     r->flags = em->flags;

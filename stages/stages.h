@@ -126,6 +126,8 @@ typedef struct sl_emit_s {
 int sl_emit(sl_ctx_t *ctx, const sl_emit_t *em);
 /* Re-emits an input event unchanged (the pass-through fast path). */
 int sl_emit_event(sl_ctx_t *ctx, const sl_event_t *ev);
+/* The same with SL_REC_* flags added to the record. */
+int sl_emit_event_flags(sl_ctx_t *ctx, const sl_event_t *ev, uint16_t flags);
 /* Events the instance may emit now without stashing: the downstream demand. */
 uint64_t sl_ctx_demand(sl_ctx_t *ctx);
 /* The downstream demand, read only: writes nothing the emitting thread caches. For the worker thread of an

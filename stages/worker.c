@@ -103,9 +103,12 @@ int sl_emit(sl_ctx_t *ctx, const sl_emit_t *em)
     return rc;
 }
 
-int sl_emit_event(sl_ctx_t *ctx, const sl_event_t *ev)
+int sl_emit_event(sl_ctx_t *ctx, const sl_event_t *ev) { return sl_emit_event_flags(ctx, ev, 0); }
+
+int sl_emit_event_flags(sl_ctx_t *ctx, const sl_event_t *ev, uint16_t flags)
 {
-    int rc = sl__out_emit(ctx->inst, &ctx->stash, NULL, ev->rec, false);
+    sl_emit_t em = {.flags = flags}; /* with a raw record, only its flags are used */
+    int rc = sl__out_emit(ctx->inst, &ctx->stash, flags ? &em : NULL, ev->rec, false);
     if (rc == 0) {
         ctx->out++;
         ctx->bytes_out += ev->rec->len;

@@ -321,8 +321,8 @@ static int sl__enc_ndjson(sl_buf_t *b, const sl_event_t *ev)
         a += 4 + (size_t)nl + vl;
     }
     b->p[b->len++] = '}';
-    bool binary = ev->rec && (ev->rec->flags & SL_REC_BINARY);
-    if (!binary && sl__json_valid(ev->payload, ev->payload_len)) {
+    uint16_t flags = ev->rec ? ev->rec->flags : 0;
+    if ((flags & SL_REC_JSON) || (!(flags & SL_REC_BINARY) && sl__json_valid(ev->payload, ev->payload_len))) {
         sl__put(b, ",\"payload\":", 11);
         sl__put(b, ev->payload, ev->payload_len);
     } else {

@@ -197,6 +197,48 @@ static void find_ndjson(const char *dir, char *path, size_t len)
     closedir(d);
 }
 
+/* decode marks a payload it validated as one-line JSON, and the file sink inlines it without checking it
+ * again; a valid payload with a line break in its whitespace stays base64, so every NDJSON line is whole. */
+static void test_decode_json_to_ndjson_lines(void **state)
+{
+    sl_th_t *th = *state;
+    char in[512], dir[512], out[600], line[1024];
+    snprintf(in, sizeof in, "%s/lines.ndjson", th->dir);
+    snprintf(dir, sizeof dir, "%s/files", th->dir);
+    FILE *f = fopen(in, "w");
+    assert_non_null(f);
+    fputs("{\"topic\":\"f/d1/t\",\"payload\":\"{\\\"a\\\":1}\"}\n"       /* one line: inlined */
+          "{\"topic\":\"f/d2/t\",\"payload\":\"{\\\"a\\\":\\n2}\"}\n"    /* a line break: base64 */
+          "{\"topic\":\"f/d3/t\",\"payload\":\"{\\\"a\\\":\\r\\n3}\"}\n" /* the same */
+          "{\"topic\":\"f/d4/t\",\"payload\":\"[1,\\t2]\"}\n",           /* a tab: inlined */
+          f);
+    fclose(f);
+    sl_th_config(th,
+                 "pipeline: { name: lines }\n"
+                 "metrics: { enabled: false }\n"
+                 "sources: [ { name: src, type: replay, file: '%s', speed: 0 } ]\n"
+                 "stages: [ { name: decode, type: decode, from: src } ]\n"
+                 "sinks: [ { name: out, type: file, from: decode, dir: '%s', path: 'x.ndjson' } ]\n",
+                 in, dir);
+    const char *args[] = {"run", "-c", th->cfg, NULL};
+    assert_int_equal(run_args(th, args, 30000), 0);
+    find_ndjson(dir, out, sizeof out);
+    assert_true(out[0] != 0);
+    f = fopen(out, "r");
+    assert_non_null(f);
+    int n = 0, inlined = 0, b64 = 0;
+    while (fgets(line, sizeof line, f) != NULL) {
+        n++;
+        assert_true(line[0] == '{' && line[strlen(line) - 1] == '\n');
+        inlined += strstr(line, "\"payload\":{\"a\":1}}") != NULL || strstr(line, "\"payload\":[1,\t2]}") != NULL;
+        b64 += strstr(line, "\"payload_base64\":\"") != NULL;
+    }
+    fclose(f);
+    assert_int_equal(n, 4);
+    assert_int_equal(inlined, 2);
+    assert_int_equal(b64, 2);
+}
+
 static void test_recorded_timing_order(void **state)
 {
     sl_th_t *th = *state;
@@ -663,6 +705,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_gen_replay_nothing_lost, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed_fraction_counted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_record_skipped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_decode_json_to_ndjson_lines, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recorded_timing_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_killed_replay_resumes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_text_samples, setup, teardown),
