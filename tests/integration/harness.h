@@ -46,6 +46,9 @@ uint64_t sl_th_log_sum(sl_th_t *th, const char *tag, const char *after);
 bool sl_th_log_number(sl_th_t *th, const char *line_tag, const char *after, uint64_t *out);
 /* The PIDs of the master's workers (children named "sl:..."); returns how many were stored. */
 size_t sl_th_children(pid_t parent, pid_t *out, size_t cap);
+/* The same once at least `want` workers are there (a worker names itself just after the fork), or at
+ * timeout_ms with what there is. */
+size_t sl_th_wait_children(pid_t parent, pid_t *out, size_t cap, size_t want, int timeout_ms);
 /* The PID of worker instance `name` ("relay#0"), from the last "started as pid" line of the log (those
  * are debug lines: start sluice with -v). 0 if not found. */
 pid_t sl_th_worker_pid(sl_th_t *th, const char *name);

@@ -226,7 +226,7 @@ static void test_master_killed_leaves_no_orphan(void **state)
     sl_th_start(th, "run", NULL);
     assert_true(sl_th_wait_log(th, "[summary]", 30000));
     pid_t kids[16];
-    size_t n = sl_th_children(th->pid, kids, 16);
+    size_t n = sl_th_wait_children(th->pid, kids, 16, 4, 10000);
     assert_int_equal(n, 4);
     kill(th->pid, SIGKILL);
     assert_true(sl_th_wait(th, 10000));
@@ -282,7 +282,7 @@ static void test_new_master_recovers_channels(void **state)
     sl_th_start(th, "run", NULL);
     assert_true(sl_th_wait_log(th, "chaos: hanging after 30000 events", 30000));
     pid_t kids[16];
-    size_t n = sl_th_children(th->pid, kids, 16);
+    size_t n = sl_th_wait_children(th->pid, kids, 16, 3, 10000);
     assert_int_equal(n, 3);
     kill(th->pid, SIGKILL);
     assert_true(sl_th_wait(th, 10000));
