@@ -233,9 +233,9 @@ size_t sl_th_children(pid_t parent, pid_t *out, size_t cap)
 
 size_t sl_th_wait_children(pid_t parent, pid_t *out, size_t cap, size_t want, int timeout_ms)
 {
-    uint64_t deadline = sl_now_ns() + (uint64_t)timeout_ms * SL_NS_PER_MS;
+    uint64_t deadline = sl__th_ms() + (uint64_t)timeout_ms;
     size_t n;
-    while ((n = sl_th_children(parent, out, cap)) < want && sl_now_ns() < deadline) {
+    while ((n = sl_th_children(parent, out, cap)) < want && sl__th_ms() < deadline) {
         struct timespec ts = {0, 10 * 1000000L}; /* polling /proc: there is nothing to wait on */
         nanosleep(&ts, NULL);
     }
