@@ -373,7 +373,7 @@ static long long metric_value(const char *resp, const char *name, const char *no
  * Memory stays at its bound: the overdraft never overflowed (no wait for room), and /metrics shows the most
  * one pause used.
  */
-static void test_stalled_sink_pause(void **state)
+static void stalled_sink_pause(void **state, const char *version)
 {
     fx_t *fx = *state;
     start_broker(fx, "max_queued_bytes 0");
@@ -382,12 +382,13 @@ static void test_stalled_sink_pause(void **state)
                  "metrics: { summary_interval: 100ms, listen: \"127.0.0.1:0\" }\n"
                  "sources:\n"
                  "  - { name: mq, type: mqtt, urls: \"%s\", client_id: stall-test, topics: \"s/+\",\n"
+                 "      mqtt_version: \"%s\",\n"
                  "      topic_template: \"s/{device_id}\", key_from: device_id, keepalive: 2s,\n"
                  "      wait_timeout: 500ms, in_flight: 20, overdraft: 20 }\n"
                  "sinks:\n"
                  "  - { name: out, type: null, from: mq, verify_sequence: true, capacity: 64KiB,\n"
                  "      max_demand: 100 }\n",
-                 fx->url);
+                 fx->url, version);
     start_sluice(&fx->th, "-v");
     uint64_t port = 0;
     assert_true(sl_th_log_number(&fx->th, "serving http://127.0.0.1:", "127.0.0.1:", &port));
@@ -537,6 +538,10 @@ static void test_bad_topic(void **state)
     assert_int_equal(reasons, 2);
 }
 
+/* MQTT 5 (Receive Maximum = in_flight) and 3.1.1 (the broker's own in-flight limit, 1000 in these tests). */
+static void test_stalled_sink_pause(void **state) { stalled_sink_pause(state, "5"); }
+static void test_stalled_sink_pause_v311(void **state) { stalled_sink_pause(state, "3.1.1"); }
+
 /* Two sluice instances in one shared group split one stream: together every message, each a share. */
 static void test_shared_group(void **state)
 {
@@ -646,6 +651,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_kill_source_qos1, setup, teardown),
         cmocka_unit_test_setup_teardown(test_broker_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stalled_sink_pause, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stalled_sink_pause_v311, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_topic, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shared_group, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls, setup, teardown),
