@@ -228,6 +228,9 @@ static const sl__key_t sl__keys[] = {
      "Exit with exit_code after this many events; 0 = never."},
     {"stages.chaos", "exit_code", SL_PARAM_INT, "1", NULL, "0", "255", NULL, SL__NOCHECK, 0,
      "Exit status used by exit_after."},
+    {"stages.chaos", "delay", SL_PARAM_DURATION, "0s", NULL, "0s", "1s", NULL, SL__NOCHECK, 0,
+     "Hold each event this long before forwarding it (slept per batch, averaged exactly): a slow stage for "
+     "rehearsing backpressure; 0s = none."},
 
     {"sinks.null", "verify_sequence", SL_PARAM_BOOL, "false", NULL, NULL, NULL, NULL, SL__NOCHECK, 0,
      "Check that each device's sequence numbers arrive without gaps (duplicates are counted)."},

@@ -7,12 +7,18 @@
  *  - crash_on_payload T: raise `signal` on every event whose payload contains the text T;
  *  - hang_after N: stop making progress (and stop heartbeating) after N events, until killed;
  *  - exit_after N: exit with exit_code after N events;
- *  - fail_every N: send every N-th event to the dead-letter path (reason "chaos") instead of forwarding it.
+ *  - fail_every N: send every N-th event to the dead-letter path (reason "chaos") instead of forwarding it;
+ *  - delay D: a slow stage (for rehearsing backpressure): each batch of n events is held n x D before it is
+ *    forwarded. The sleeps run to an absolute deadline that advances by n x D from the later of the last
+ *    deadline and now, so the average per event is D however the sleeps are rounded, and idle time is not
+ *    banked as credit.
  * The event that triggers the misbehaviour is not forwarded.
  */
+#include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "stages/stages.h"
@@ -20,6 +26,7 @@
 typedef struct sl_chaos_s {
     uint64_t seen;
     uint64_t crash_every, hang_after, exit_after, fail_every;
+    uint64_t delay_ns, due_ns; /* per-event delay; the CLOCK_MONOTONIC deadline of the last batch */
     int sig, exit_code;
     const char *key, *text;
     size_t key_len, text_len;
@@ -48,6 +55,7 @@ static int sl__chaos_init(sl_ctx_t *ctx, void **state)
     c->hang_after = (uint64_t)sl_conf_int(node, "hang_after");
     c->exit_after = (uint64_t)sl_conf_int(node, "exit_after");
     c->exit_code = (int)sl_conf_int(node, "exit_code");
+    c->delay_ns = sl_conf_duration(node, "delay");
     c->sig = sl__chaos_signal(sl_conf_str(node, "signal"));
     c->key = sl_conf_str(node, "crash_on_key");
     c->key_len = strlen(c->key);
@@ -57,6 +65,9 @@ static int sl__chaos_init(sl_ctx_t *ctx, void **state)
         free(c);
         return SL_EINVAL;
     }
+    if (c->delay_ns)
+        sl_log(SL_LOG_INFO, sl_ctx_name(ctx), 0, "chaos: holding each event %llu ns before forwarding it",
+               (unsigned long long)c->delay_ns);
     *state = c;
     return 0;
 }
@@ -83,8 +94,19 @@ static void sl__chaos_misbehave(sl_ctx_t *ctx, sl_chaos_t *c, const sl_event_t *
     }
 }
 
+static void sl__chaos_delay(sl_chaos_t *c, size_t n)
+{
+    uint64_t now_ns = sl_now_ns(); /* CLOCK_MONOTONIC */
+    c->due_ns = (c->due_ns > now_ns ? c->due_ns : now_ns) + c->delay_ns * n;
+    struct timespec due = {(time_t)(c->due_ns / SL_NS_PER_S), (long)(c->due_ns % SL_NS_PER_S)};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &due, NULL) == EINTR)
+        ;
+}
+
 static int sl__chaos_events(sl_ctx_t *ctx, void *state, const sl_event_t *evs, size_t n)
 {
+    if (((sl_chaos_t *)state)->delay_ns)
+        sl__chaos_delay(state, n);
     for (size_t i = 0; i < n; i++) {
         sl_chaos_t *c = state;
         sl__chaos_misbehave(ctx, c, &evs[i]);
