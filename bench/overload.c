@@ -193,7 +193,10 @@ static int overload(ov_t *o, const char *overflow, const char *wait, double max,
         fclose(f);
     }
     unsigned long long published = field(gen_text, "sluice gen: published ", "%llu");
-    double offered = pub_secs > 0 ? (double)published / pub_secs : 0;
+    /* gen paces at `rate` and stops when its -t window ends: published / window is the rate it offered while
+     * publishing (49,180 = 9,836/s x 5 s when it keeps up). The process's whole life (start, connect, the
+     * wait for its last confirmations: pub_secs) would understate it by ~6%. */
+    double offered = secs > 0 ? (double)published / secs : 0;
     /* The sink's rate over the time from the first publish to the summary that showed its last event (the
      * channels hold a backlog that drains after the publisher stops). */
     double sink_secs = t1 > w0 ? (double)(t1 - w0) / 1e3 : pub_secs, sink_rate = sink_secs > 0 ? got / sink_secs : 0;
