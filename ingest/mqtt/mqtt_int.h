@@ -46,10 +46,6 @@ int sl_mqtt_tpl_compile(sl_mqtt_tpl_t *t, const char *tpl, const char *key_from,
 int sl_mqtt_tpl_match(const sl_mqtt_tpl_t *t, const char *topic, size_t len, uint8_t *attrs, size_t cap,
                       size_t *attr_len, const char **key, size_t *key_len);
 
-/* Appends attribute name=value ([u16 name_len][u16 value_len][name][value]) at *len. Returns 0, or
- * SL_ENOSPC (nothing written) when it does not fit cap or a length exceeds a u16. */
-int sl_mqtt_attr_put(uint8_t *buf, size_t cap, size_t *len, const char *name, size_t nl, const void *val, size_t vl);
-
 /*
  * Parses one `topics:` item, "FILTER" or "FILTER;qos=N", into out (with the "$share/<group>/" prefix when
  * group is not empty) and *qos (def_qos when not given). Returns 0, or SL_EINVAL with *why for an empty

@@ -48,16 +48,16 @@ static void sl__mqtt_props(sl_mqtt_t *m, const MQTTProperties *props, size_t *le
         int rc = 0;
         switch (p->identifier) {
         case MQTTPROPERTY_CODE_USER_PROPERTY:
-            rc = sl_mqtt_attr_put(m->attrs, sizeof m->attrs, len, p->value.data.data, (size_t)p->value.data.len,
-                                  p->value.value.data, (size_t)p->value.value.len);
+            rc = sl_rec_attr_put(m->attrs, sizeof m->attrs, len, p->value.data.data, (size_t)p->value.data.len,
+                                 p->value.value.data, (size_t)p->value.value.len);
             break;
         case MQTTPROPERTY_CODE_CONTENT_TYPE:
-            rc = sl_mqtt_attr_put(m->attrs, sizeof m->attrs, len, "content_type", 12, p->value.data.data,
-                                  (size_t)p->value.data.len);
+            rc = sl_rec_attr_put(m->attrs, sizeof m->attrs, len, "content_type", 12, p->value.data.data,
+                                 (size_t)p->value.data.len);
             break;
         case MQTTPROPERTY_CODE_RESPONSE_TOPIC:
-            rc = sl_mqtt_attr_put(m->attrs, sizeof m->attrs, len, "response_topic", 14, p->value.data.data,
-                                  (size_t)p->value.data.len);
+            rc = sl_rec_attr_put(m->attrs, sizeof m->attrs, len, "response_topic", 14, p->value.data.data,
+                                 (size_t)p->value.data.len);
             break;
         default: break;
         }

@@ -1,5 +1,5 @@
 /*
- * Topic templates, attribute encoding and topic filter parsing for the MQTT source.
+ * Topic templates and topic filter parsing for the MQTT source (attributes are encoded with sl_rec_attr_put).
  *
  * These run on Paho's callback thread for every message, so they only walk the bytes they are given and
  * write into the caller's buffers. A template is compiled once at init; matching is one pass over the
@@ -9,20 +9,6 @@
 #include <string.h>
 
 #include "ingest/mqtt/mqtt_int.h"
-
-int sl_mqtt_attr_put(uint8_t *buf, size_t cap, size_t *len, const char *name, size_t nl, const void *val, size_t vl)
-{
-    if (nl > UINT16_MAX || vl > UINT16_MAX || *len + 4 + nl + vl > cap)
-        return SL_ENOSPC;
-    uint16_t n16 = (uint16_t)nl, v16 = (uint16_t)vl;
-    memcpy(buf + *len, &n16, 2);
-    memcpy(buf + *len + 2, &v16, 2);
-    memcpy(buf + *len + 4, name, nl);
-    if (vl)
-        memcpy(buf + *len + 4 + nl, val, vl);
-    *len += 4 + nl + vl;
-    return 0;
-}
 
 static int sl__tpl_level(sl_mqtt_tpl_t *t, const char *p, size_t n, bool last, const char **why)
 {
@@ -115,7 +101,7 @@ int sl_mqtt_tpl_match(const sl_mqtt_tpl_t *t, const char *topic, size_t len, uin
     for (l = 0; l < t->n; l++) {
         if (t->lv[l].what != SL_MQTT_LV_CAPTURE)
             continue;
-        if (sl_mqtt_attr_put(attrs, cap, attr_len, t->lv[l].text, t->lv[l].len, cap_p[l], cap_n[l]) != 0)
+        if (sl_rec_attr_put(attrs, cap, attr_len, t->lv[l].text, t->lv[l].len, cap_p[l], cap_n[l]) != 0)
             rc = SL_ENOSPC;
         if ((int)l == t->key_level) {
             *key = cap_p[l];

@@ -87,9 +87,9 @@ static void test_attr_bounds(void **state)
 {
     uint8_t a[16];
     size_t len = 0;
-    assert_int_equal(sl_mqtt_attr_put(a, sizeof a, &len, "k", 1, "vvvv", 4), 0);
+    assert_int_equal(sl_rec_attr_put(a, sizeof a, &len, "k", 1, "vvvv", 4), 0);
     assert_int_equal(len, 9);
-    assert_int_equal(sl_mqtt_attr_put(a, sizeof a, &len, "k", 1, "vvvv", 4), SL_ENOSPC);
+    assert_int_equal(sl_rec_attr_put(a, sizeof a, &len, "k", 1, "vvvv", 4), SL_ENOSPC);
     assert_int_equal(len, 9); /* a failed call changes nothing */
     sl_mqtt_tpl_t t;
     const char *why, *key;
