@@ -37,6 +37,18 @@ static void sl__th_poll_pause(void)
     nanosleep(&ts, NULL);
 }
 
+bool sl_th_until(bool (*cond)(void *arg), void *arg, int timeout_ms)
+{
+    uint64_t deadline = sl__th_ms() + (uint64_t)timeout_ms;
+    for (;;) {
+        if (cond(arg))
+            return true;
+        if (sl__th_ms() >= deadline)
+            return false;
+        sl__th_poll_pause();
+    }
+}
+
 int sl_th_init(sl_th_t *th, const char *name)
 {
     memset(th, 0, sizeof *th);
@@ -146,16 +158,21 @@ const char *sl_th_log(sl_th_t *th)
     return sl__th_buf;
 }
 
+typedef struct sl__th_needle_s {
+    sl_th_t *th;
+    const char *needle;
+} sl__th_needle_t;
+
+static bool sl__th_has_line(void *arg)
+{
+    sl__th_needle_t *n = arg;
+    return strstr(sl_th_log(n->th), n->needle) != NULL;
+}
+
 bool sl_th_wait_log(sl_th_t *th, const char *needle, int timeout_ms)
 {
-    uint64_t deadline = sl__th_ms() + (uint64_t)timeout_ms;
-    for (;;) {
-        if (strstr(sl_th_log(th), needle) != NULL)
-            return true;
-        if (sl__th_ms() >= deadline)
-            return false;
-        sl__th_poll_pause();
-    }
+    sl__th_needle_t n = {th, needle};
+    return sl_th_until(sl__th_has_line, &n, timeout_ms);
 }
 
 int sl_th_log_count(sl_th_t *th, const char *needle)
@@ -231,15 +248,22 @@ size_t sl_th_children(pid_t parent, pid_t *out, size_t cap)
     return n;
 }
 
+typedef struct sl__th_kids_s {
+    pid_t parent, *out;
+    size_t cap, want, n;
+} sl__th_kids_t;
+
+static bool sl__th_enough_kids(void *arg)
+{
+    sl__th_kids_t *k = arg;
+    return (k->n = sl_th_children(k->parent, k->out, k->cap)) >= k->want;
+}
+
 size_t sl_th_wait_children(pid_t parent, pid_t *out, size_t cap, size_t want, int timeout_ms)
 {
-    uint64_t deadline = sl__th_ms() + (uint64_t)timeout_ms;
-    size_t n;
-    while ((n = sl_th_children(parent, out, cap)) < want && sl__th_ms() < deadline) {
-        struct timespec ts = {0, 10 * 1000000L}; /* polling /proc: there is nothing to wait on */
-        nanosleep(&ts, NULL);
-    }
-    return n;
+    sl__th_kids_t k = {parent, out, cap, want, 0};
+    sl_th_until(sl__th_enough_kids, &k, timeout_ms);
+    return k.n;
 }
 
 /* ---- mosquitto and MQTT publishers --------------------------------------------------------------- */

@@ -44,6 +44,8 @@ int sl_th_log_count(sl_th_t *th, const char *needle);
 uint64_t sl_th_log_sum(sl_th_t *th, const char *tag, const char *after);
 /* Reads an unsigned number that follows `after` in the last line of the log containing `line_tag`. */
 bool sl_th_log_number(sl_th_t *th, const char *line_tag, const char *after, uint64_t *out);
+/* Polls cond(arg) every few milliseconds until it holds (true) or timeout_ms passes (false). */
+bool sl_th_until(bool (*cond)(void *arg), void *arg, int timeout_ms);
 /* The PIDs of the master's workers (children named "sl:..."); returns how many were stored. */
 size_t sl_th_children(pid_t parent, pid_t *out, size_t cap);
 /* The same once at least `want` workers are there (a worker names itself just after the fork), or at

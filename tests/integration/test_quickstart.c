@@ -47,18 +47,24 @@ static int qs_teardown(void **state)
     return sl_th_teardown(state); /* frees q: th is its first member */
 }
 
-/* Polls the metrics until the source took want events and no sink has any queued: then the drain writes
- * nothing more. Returns whether it happened within timeout_ms. */
+typedef struct taken_s {
+    int port;
+    uint64_t want;
+} taken_t;
+
+/* The source took want events and no sink has any queued: then the drain writes nothing more. */
+static bool all_taken(void *arg)
+{
+    const taken_t *t = arg;
+    uint64_t took = 0, queued = 1;
+    return sl_th_metric(t->port, "events_out_total", "fleet", &took) == 0 &&
+           sl_th_metric(t->port, "queued_events", NULL, &queued) == 0 && took >= t->want && queued == 0;
+}
+
 static bool wait_taken(int port, uint64_t want, int timeout_ms)
 {
-    for (int i = 0; i < timeout_ms / 20; i++) {
-        uint64_t took = 0, queued = 1;
-        if (sl_th_metric(port, "events_out_total", "fleet", &took) == 0 &&
-            sl_th_metric(port, "queued_events", NULL, &queued) == 0 && took >= want && queued == 0)
-            return true;
-        usleep(20000); /* polling for the condition against the deadline */
-    }
-    return false;
+    taken_t t = {port, want};
+    return sl_th_until(all_taken, &t, timeout_ms);
 }
 
 static void test_quickstart_pipeline(void **state)

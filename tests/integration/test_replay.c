@@ -297,6 +297,8 @@ static double summary_out(sl_th_t *th)
     return *end == 'k' ? v * 1e3 : *end == 'M' ? v * 1e6 : v;
 }
 
+static bool emitted_3000(void *th) { return summary_out(th) >= 3000; }
+
 static void test_killed_replay_resumes(void **state)
 {
     sl_th_t *th = *state;
@@ -313,10 +315,8 @@ static void test_killed_replay_resumes(void **state)
                  cap);
     const char *args[] = {"run", "-c", th->cfg, "-v", NULL};
     sl_th_start_argv(th, args);
-    double out = 0; /* wait until both instances have emitted, so the successor has something to skip */
-    for (int i = 0; i < 3000 && (out = summary_out(th)) < 3000; i++)
-        usleep(10000);
-    assert_true(out >= 3000);
+    /* wait until both instances have emitted, so the successor has something to skip */
+    assert_true(sl_th_until(emitted_3000, th, 30000));
     pid_t victim = sl_th_worker_pid(th, "fleet#1");
     assert_true(victim > 0);
     assert_int_equal(kill(victim, SIGKILL), 0);
@@ -624,6 +624,12 @@ static int verify(sl_th_t *th, sl_th_t *th2, const char *const *args)
  * is delivered again to its successor, which cuts what the kill left half-written), checked by
  * `sluice verify`. Plain and gzip.
  */
+static bool past_200k(void *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && st.st_size >= 200000;
+}
+
 static void capture_sink_killed(sl_th_t *th, int gzip)
 {
     char cap[300];
@@ -635,10 +641,7 @@ static void capture_sink_killed(sl_th_t *th, int gzip)
                  cap, gzip);
     const char *args[] = {"run", "-c", th->cfg, "-v", NULL};
     sl_th_start_argv(th, args);
-    struct stat st = {0};
-    for (int i = 0; i < 3000 && (stat(cap, &st) != 0 || st.st_size < 200000); i++)
-        usleep(10000); /* polling for the condition: the capture has grown past a few batches */
-    assert_true(st.st_size >= 200000);
+    assert_true(sl_th_until(past_200k, cap, 30000)); /* the capture has grown past a few batches */
     pid_t victim = sl_th_worker_pid(th, "rec#0");
     assert_true(victim > 0);
     assert_int_equal(kill(victim, SIGKILL), 0);
