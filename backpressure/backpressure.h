@@ -185,6 +185,10 @@ void sl_chan_close(sl_chan_t *ch);
  * for good: the consumer then drains what was published and sees SL_EOF. Any process. */
 void sl_chan_mark_closed(sl_chan_t *ch);
 
+/* Bytes the producer may still reserve before it catches up with the consumer's commit (re-reads the
+ * commit). A record that would cross the end of the ring also takes the padding to it. */
+uint64_t sl_chan_room(sl_chan_t *ch);
+
 /* True when the producer could not proceed for lack of ring space for need bytes, or of demand. */
 bool sl_chan_blocked(sl_chan_t *ch, size_t need);
 /* True when sl_chan_reserve_over(ch, need, .., overdraft) would succeed now. When the ring is what stops

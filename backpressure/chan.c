@@ -367,6 +367,12 @@ void sl_chan_mark_closed(sl_chan_t *ch)
     sl_bell_ring(ch->cbell);
 }
 
+uint64_t sl_chan_room(sl_chan_t *ch)
+{
+    ch->p_limit = sl__pair_bytes(&ch->ctl->ack) + ch->cap;
+    return ch->p_limit - ch->p_head;
+}
+
 bool sl_chan_blocked(sl_chan_t *ch, size_t need) { return !sl_chan_can_reserve(ch, need, 0); }
 
 bool sl_chan_can_reserve(sl_chan_t *ch, size_t need, uint32_t overdraft)

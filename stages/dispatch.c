@@ -264,6 +264,24 @@ static uint64_t sl__out_demand_of(sl_inst_t *inst, bool peek)
 uint64_t sl__out_demand(sl_inst_t *inst) { return sl__out_demand_of(inst, false); }
 uint64_t sl__out_demand_peek(sl_inst_t *inst) { return sl__out_demand_of(inst, true); }
 
+uint64_t sl__out_room(sl_inst_t *inst)
+{
+    uint64_t total = UINT64_MAX;
+    for (uint32_t gi = 0; gi < inst->n_out; gi++) {
+        sl_out_group_t *g = &inst->out[gi];
+        if (g->dead_letter)
+            continue;
+        uint64_t sum = 0, mn = UINT64_MAX;
+        for (uint32_t c = 0; c < g->n; c++) {
+            uint64_t r = sl_chan_room(g->chans[c]);
+            sum += r;
+            mn = SL_MIN(mn, r);
+        }
+        total = SL_MIN(total, g->kind == SL_DISP_DEMAND ? sum : mn);
+    }
+    return total;
+}
+
 uint64_t sl__out_publish(sl_inst_t *inst)
 {
     uint64_t n = 0;

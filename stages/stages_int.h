@@ -230,6 +230,9 @@ uint64_t sl__out_demand(sl_inst_t *inst);
 /* The same without touching the producer side's cached grants (another thread of the instance may own
  * them). */
 uint64_t sl__out_demand_peek(sl_inst_t *inst);
+/* Ring bytes the outputs can take now: per group, the sum over its channels (demand) or the smallest
+ * (broadcast, partition); the smallest group counts. The dead-letter group is left out. */
+uint64_t sl__out_room(sl_inst_t *inst);
 uint64_t sl__out_publish(sl_inst_t *inst);
 bool sl__out_ready(sl_inst_t *inst, const sl_stash_t *st);
 void sl__out_close(sl_inst_t *inst);

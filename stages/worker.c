@@ -439,13 +439,15 @@ static void sl__ctx_free(sl_ctx_t *ctx)
     sl__stash_free(&ctx->stash);
 }
 
-/* Takes up to limit events from input i into ctx->evs; marks EOF; skips (and counts) corrupt framing. */
-static size_t sl__take(sl_ctx_t *ctx, uint32_t i, size_t limit)
+/* Takes up to limit events, and no more once max_bytes of records are taken, from input i into ctx->evs;
+ * marks EOF; skips (and counts) corrupt framing. */
+static size_t sl__take(sl_ctx_t *ctx, uint32_t i, size_t limit, uint64_t max_bytes)
 {
     sl_chan_t *ch = ctx->inst->in[i];
     sl_ackwin_t *w = ctx->ack ? &ctx->ack[i] : NULL;
     size_t n = 0;
-    while (n < limit && !(w && sl__ackwin_full(w))) {
+    uint64_t bytes = 0;
+    while (n < limit && bytes < max_bytes && !(w && sl__ackwin_full(w))) {
         const sl_rec_t *rec;
         int rc = sl_chan_next(ch, &rec);
         if (rc == 0) {
@@ -456,6 +458,7 @@ static size_t sl__take(sl_ctx_t *ctx, uint32_t i, size_t limit)
             if (ctx->lat_ingest)
                 ctx->lat_ingest[i * w->cap + (idx & (w->cap - 1))] = rec->ingest_ns;
             ctx->bytes_in += rec->len;
+            bytes += rec->len;
             continue;
         }
         if (rc == SL_EOF) {
@@ -469,6 +472,19 @@ static size_t sl__take(sl_ctx_t *ctx, uint32_t i, size_t limit)
         break;
     }
     return n;
+}
+
+/*
+ * Input bytes a producer_consumer may take in one pass. What it emits must fit in its output rings or,
+ * beyond them, in the stash, or the emission fails and the stage crashes. Demand alone does not bound
+ * it: max_demand events of 2 KB payloads hold more bytes than the stash and a full ring (a passthrough
+ * in front of a slow stage crashed in a loop at the default settings). Half of what both can hold leaves
+ * room for records that grow on the way (decode adds attributes) and for the stash's entry headers; the
+ * take stops after the record that reaches it, and the stash keeps a largest record's slack for that.
+ */
+static uint64_t sl__take_budget(sl_ctx_t *ctx)
+{
+    return (sl__out_room(ctx->inst) + (ctx->stash.cap - ctx->stash.tail)) / 2;
 }
 
 /* One pass over the inputs, fairly (round-robin start). Returns events handled, or a negative code. */
@@ -488,13 +504,15 @@ static int64_t sl__consume_pass(sl_ctx_t *ctx)
          * per event), so for it only crashes inside handle_events are attributed. */
         if (careful)
             limit = 1;
+        uint64_t max_bytes = UINT64_MAX;
         if (inst->n_out > 0) {
             uint64_t d = sl_ctx_demand(ctx);
             if (d == 0)
                 break;
             limit = (size_t)SL_MIN((uint64_t)limit, d);
+            max_bytes = sl__take_budget(ctx);
         }
-        size_t n = sl__take(ctx, i, limit);
+        size_t n = sl__take(ctx, i, limit, max_bytes);
         if (n == 0)
             continue;
         atomic_store_explicit(&inst->stats->suspect, careful ? (uint64_t)i << 48 | sl_chan_read_events(inst->in[i]) : 0,

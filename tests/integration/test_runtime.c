@@ -152,6 +152,25 @@ static void test_chaos_delay_keeps_order(void **state)
     assert_verified(th, 2000, false); /* the sink counted 2000 events, no gap, no duplicate */
 }
 
+/* Records of 2 KB at the default demand (1000, chunks of 500 events = 1 MB) in front of a slow stage: a
+ * pass used to take more than the full output ring and the stash could hold, and the relay crashed in a
+ * loop ("no space left"). It now takes only what its outputs can hold: no crash, every event once. */
+static void test_large_records_before_slow_stage(void **state)
+{
+    sl_th_t *th = *state;
+    sl_th_config(th, "pipeline: { name: big }\n"
+                     "sources: [ { name: fleet, type: generator, count: 20000, devices: 50, payload_size: 2000 } ]\n"
+                     "stages:\n"
+                     "  - { name: relay, type: passthrough, from: fleet }\n"
+                     "  - { name: slow, type: chaos, from: relay, delay: 20us }\n"
+                     "sinks: [ { name: out, type: null, from: slow, verify_sequence: true } ]\n");
+    sl_th_start(th, "run", NULL);
+    assert_clean_exit(th, 120000);
+    assert_int_equal(sl_th_log_count(th, "crashed"), 0);
+    assert_int_equal(sl_th_log_count(th, "no space left"), 0);
+    assert_verified(th, 20000, false);
+}
+
 /* /metrics serves every instance's counters in Prometheus text; /healthz says 200 ok while all is well. */
 static void test_metrics_and_healthz(void **state)
 {
@@ -196,6 +215,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_dead_letter_routing, sl_th_setup, sl_th_teardown),
         cmocka_unit_test_setup_teardown(test_metrics_and_healthz, sl_th_setup, sl_th_teardown),
         cmocka_unit_test_setup_teardown(test_chaos_delay_keeps_order, sl_th_setup, sl_th_teardown),
+        cmocka_unit_test_setup_teardown(test_large_records_before_slow_stage, sl_th_setup, sl_th_teardown),
     };
     return cmocka_run_group_tests_name("runtime", tests, NULL, NULL);
 }
