@@ -6,14 +6,17 @@
  *  - sluice: the generator process makes each event and publishes it into the sink's channel; the sink
  *    process takes it, encodes the NDJSON envelope (topic, key, qos, received_ns, attributes, payload
  *    checked as JSON and inlined), and per batch of 1000 events writes one pwrite (plain), one gzip member
- *    (deflate, same level) or one zstd frame (same level, with its checksum), sync: none, one file.
+ *    (deflate, same level) or the next part of the file's zstd frame (same level, flushed, with its
+ *    checksum at the end), sync: none, one file.
  *  - raw: one process, events already built in memory in the channel's record layout (the same topic,
  *    key, attribute and 180-byte payload as the generator's); it encodes each with the sink's own encoder
  *    (the same bytes) into a 256 KiB buffer and writes that with fwrite, gzwrite (one gzip stream, same
  *    level) or a zstd stream (same level, with a checksum), one file, no fsync.
  * So the raw side does the encoding and the writing; what it does not do is generate the events and move
  * them between processes. Each run deletes its output. The last line per variant is the one a script
- * reads: medians over the runs and the memory of the sluice process tree (bench/common/bench.h).
+ * reads: medians over the runs and the memory of the sluice process tree (bench/common/bench.h), and
+ * the CPU per event (user + system) of the sluice tree and of the raw side, steadier than throughput when
+ * the machine is loaded. -V NAME runs only the variants whose name contains NAME.
  */
 #include <getopt.h>
 #include <stdbool.h>
@@ -21,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 #include <zstd.h>
@@ -109,9 +113,17 @@ static uint64_t file_size(const char *path)
 }
 
 /* The raw limit: encode every record with the sink's encoder, write in CHUNK-sized pieces. */
-static double run_raw(const variant_t *v, const sl_buf_t *recs, uint64_t n, const char *path, uint64_t *bytes,
-                      uint64_t *file_bytes)
+static double cpu_now(void)
 {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double run_raw(const variant_t *v, const sl_buf_t *recs, uint64_t n, const char *path, uint64_t *bytes,
+                      uint64_t *file_bytes, double *cpu)
+{
+    double c0 = cpu_now();
     raw_out_t o = {0};
     sl_buf_t enc = {0};
     if (sl__buf_reserve(&enc, CHUNK + 65536) != 0)
@@ -150,6 +162,7 @@ static double run_raw(const variant_t *v, const sl_buf_t *recs, uint64_t n, cons
     else
         fclose(o.f);
     double secs = (double)(sl_now_ns() - t0) / 1e9;
+    *cpu = cpu_now() - c0;
     ZSTD_freeCCtx(o.zc);
     free(o.zbuf);
     sl__buf_free(&enc);
@@ -163,14 +176,17 @@ int main(int argc, char **argv)
     sl_bench_spawner_start();
     uint64_t n = 1000 * 1000;
     int runs = 3, c;
-    const char *sluice = "build/sluice", *dir = "/tmp";
-    while ((c = getopt(argc, argv, "n:r:s:d:")) != -1) {
+    const char *sluice = "build/sluice", *dir = "/tmp", *only = NULL;
+    while ((c = getopt(argc, argv, "n:r:s:d:V:")) != -1) {
         switch (c) {
         case 'n': n = strtoull(optarg, NULL, 10); break;
         case 'r': runs = atoi(optarg); break;
         case 's': sluice = optarg; break;
         case 'd': dir = optarg; break;
-        default: fprintf(stderr, "usage: bench_files [-n EVENTS] [-r RUNS] [-s SLUICE_BINARY] [-d DIR]\n"); return 2;
+        case 'V': only = optarg; break; /* only the variants whose name contains this (e.g. zstd) */
+        default:
+            fprintf(stderr, "usage: bench_files [-n EVENTS] [-r RUNS] [-s SLUICE_BINARY] [-d DIR] [-V VARIANT]\n");
+            return 2;
         }
     }
     if (runs < 1 || runs > 99)
@@ -193,6 +209,8 @@ int main(int argc, char **argv)
     int rc = 0;
     for (size_t k = 0; k < SL_ARRAY_LEN(variants); k++) {
         const variant_t *v = &variants[k];
+        if (only != NULL && strstr(v->name, only) == NULL)
+            continue;
         FILE *f = fopen(cfg, "w");
         fprintf(f,
                 "pipeline: { name: bench-files }\n"
@@ -202,13 +220,16 @@ int main(int argc, char **argv)
                 "           compression: %s, compression_level: %d, rotate_size: 1TiB } ]\n",
                 (unsigned long long)n, DEVICES, PAYLOAD, out, v->ext, v->compression, v->level);
         fclose(f);
-        double sl[99], raw[99];
+        double sl[99], raw[99], sl_cpu[99], raw_cpu[99];
         sl_bench_proc_t mem = {0};
         for (int r = 0; r < runs; r++) {
             sl_bench_proc_t pr;
             uint64_t raw_bytes = 0, raw_file = 0;
-            raw[r] = run_raw(v, &recs, n, raw_path, &raw_bytes, &raw_file);
+            raw[r] = run_raw(v, &recs, n, raw_path, &raw_bytes, &raw_file, &raw_cpu[r]);
             sl[r] = sl_bench_run_sluice(sluice, cfg, NULL, &pr) == 0 ? (double)n / pr.secs : 0;
+            /* CPU per event (user + system, the whole sluice tree vs the raw process): steadier than
+             * throughput on a loaded machine. */
+            sl_cpu[r] = pr.cpu_secs * 1e9 / (double)n, raw_cpu[r] = raw_cpu[r] * 1e9 / (double)n;
             char sl_path[300];
             snprintf(sl_path, sizeof sl_path, "%s/bench-0-0.%s", out, v->ext);
             uint64_t sl_file = file_size(sl_path);
@@ -218,13 +239,19 @@ int main(int argc, char **argv)
                 rc = 1;
             sl_bench_mem_max(&mem, &pr);
             printf("%s run %d: sluice %.2fM events/s, raw %.2fM events/s, ratio %.2f, peak RSS %ld kB (one process), "
-                   "%ld kB PSS (all); file bytes sluice %llu, raw %llu (NDJSON %llu)\n",
+                   "%ld kB PSS (all); CPU ns/event sluice %.0f, raw %.0f; file bytes sluice %llu, raw %llu (NDJSON "
+                   "%llu)\n",
                    v->name, r + 1, sl[r] / 1e6, raw[r] / 1e6, raw[r] > 0 ? sl[r] / raw[r] : 0, pr.max_rss_kb, pr.pss_kb,
-                   (unsigned long long)sl_file, (unsigned long long)raw_file, (unsigned long long)raw_bytes);
+                   sl_cpu[r], raw_cpu[r], (unsigned long long)sl_file, (unsigned long long)raw_file,
+                   (unsigned long long)raw_bytes);
             fflush(stdout);
         }
         double ms = sl_bench_median(sl, runs), mr = sl_bench_median(raw, runs);
-        sl_bench_result(v->name, ms, mr, &mem, NULL);
+        char extra[120];
+        double cs = sl_bench_median(sl_cpu, runs), cr = sl_bench_median(raw_cpu, runs);
+        snprintf(extra, sizeof extra, "cpu_ns_per_event=%.0f raw_cpu_ns_per_event=%.0f cpu_ratio=%.2f", cs, cr,
+                 cs > 0 ? cr / cs : 0);
+        sl_bench_result(v->name, ms, mr, &mem, extra);
         rc |= !(ms > 0 && mr > 0);
     }
     unlink(cfg);

@@ -265,7 +265,8 @@ static const sl__key_t sl__keys[] = {
      "raw: the payload and a newline; capture: sluice's capture format (docs/capture.md, `sluice replay` reads "
      "it; compression none or gzip)."},
     {"sinks.file", "compression", SL_PARAM_ENUM, "none", NULL, NULL, NULL, "none|gzip|zstd", SL__NOCHECK, 0,
-     "Each batch becomes one gzip member or zstd frame (concatenated, as gzip -d and zstd -d read them)."},
+     "gzip: each batch becomes one gzip member (concatenated, as gzip -d reads them); zstd: one frame per file, "
+     "flushed at each batch (with a batch marker) and ended when the file completes."},
     {"sinks.file", "compression_level", SL_PARAM_INT, "0", NULL, "0", "19", NULL, SL__NOCHECK, 0,
      "gzip 1-9 or zstd 1-19; 0 = the codec's default (gzip 6, zstd 3)."},
     {"sinks.file", "rotate_size", SL_PARAM_SIZE, "128MiB", NULL, "1KiB", "1TiB", NULL, SL__NOCHECK, 0,

@@ -144,6 +144,8 @@ static void spawn_one(const char *msg, sl_bench_proc_t *res)
     if (wait4(pid, &res->status, 0, &ru) == pid) {
         res->secs = (double)(sl_now_ns() - t0) / 1e9;
         res->max_rss_kb = ru.ru_maxrss;
+        res->cpu_secs = (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+                        (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
     }
     if (pfd >= 0)
         close(pfd);

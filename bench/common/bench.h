@@ -20,6 +20,7 @@
 
 typedef struct sl_bench_proc_s {
     double secs;     /* wall time from the fork to the exit of the master */
+    double cpu_secs; /* user + system CPU of the process and the children it reaped (wait4) */
     long max_rss_kb; /* largest peak RSS of one process (wait4, = /usr/bin/time -v) */
     long sum_rss_kb; /* sum of every process's peak RSS (VmHWM; shared rings counted in each) */
     long pss_kb;     /* largest sum of PSS over the tree at one sample */

@@ -131,11 +131,12 @@ static int sl__fsink_encode(sl_fsink_t *fs, const sl_fbatch_t *b, const uint8_t 
         if (rc != 0)
             return rc;
     }
-    if (fs->codec == NULL) {
+    sl_codec_t *codec = b->f->zs != NULL ? b->f->zs : fs->codec;
+    if (codec == NULL) {
         *data = fs->enc.p, *len = fs->enc.len;
         return 0;
     }
-    int rc = sl__codec_unit(fs->codec, fs->enc.p, fs->enc.len, &fs->out);
+    int rc = sl__codec_unit(codec, fs->enc.p, fs->enc.len, &fs->out);
     *data = fs->out.p, *len = fs->out.len;
     return rc;
 }
@@ -154,6 +155,41 @@ static int sl__fsink_sync(sl_fsink_t *fs, sl_file_t *f)
 }
 
 static int sl__fsink_flush(sl_fsink_t *fs, uint32_t bi);
+
+/* zstd: makes f's stream ready for the next batch. A stream that took a batch whose write failed is ahead
+ * of the file: the frame is sealed at the file's end (its last batch marker) and the next batch starts a
+ * new frame. Returns 0 or the failed write's code. */
+static int sl__fsink_zs_ready(sl_file_t *f)
+{
+    if (f->zs_broken) {
+        if (f->frame_start != UINT64_MAX && f->size > f->frame_start) {
+            int rc = sl__zstd_seal(f->fd, f->frame_start, f->size);
+            if (rc != 0)
+                return rc;
+            f->size += 3;
+        }
+        sl__codec_abandon(f->zs);
+        f->frame_start = UINT64_MAX;
+        f->zs_broken = false;
+    }
+    return 0;
+}
+
+/* zstd: ends f's open frame (before the file is completed). Returns 0 or the failed write's code. */
+static int sl__fsink_zs_end(sl_fsink_t *fs, sl_file_t *f)
+{
+    int rc = sl__fsink_zs_ready(f);
+    if (rc != 0 || f->frame_start == UINT64_MAX)
+        return rc;
+    if ((rc = sl__codec_end(f->zs, &fs->out)) == 0)
+        rc = sl__file_write(fs, f, fs->out.p, fs->out.len);
+    if (rc != 0) {
+        f->zs_broken = true;
+        return rc;
+    }
+    f->frame_start = UINT64_MAX;
+    return 0;
+}
 
 /* Writes every batch bound for f. Returns 0, SL_EAGAIN (some stay: backpressure) or a fatal code. */
 static int sl__fsink_flush_file(sl_fsink_t *fs, sl_file_t *f)
@@ -178,6 +214,10 @@ static int sl__fsink_close(sl_fsink_t *fs, sl_file_t *f, const char *why)
     f->closing = false;
     if (rc != 0)
         return rc;
+    if (f->zs != NULL && f->fd >= 0 && (rc = sl__fsink_zs_end(fs, f)) != 0) {
+        sl__fsink_block(fs, f, rc, "ending the zstd frame of");
+        return SL_EAGAIN;
+    }
     if (fs->last_file == f)
         fs->last_file = NULL;
     sl_log(SL_LOG_DEBUG, fs->who, 0, "completing %s (%s, %llu bytes)", f->fd >= 0 ? f->final : f->rel, why,
@@ -202,6 +242,12 @@ static int sl__fsink_flush(sl_fsink_t *fs, uint32_t bi)
         sl__fsink_block(fs, f, rc, "creating");
         return SL_EAGAIN;
     }
+    if (f->zs != NULL && (rc = sl__fsink_zs_ready(f)) != 0) {
+        sl__fsink_block(fs, f, rc, "writing");
+        return SL_EAGAIN;
+    }
+    if (f->zs != NULL && f->frame_start == UINT64_MAX)
+        f->frame_start = f->size;
     const uint8_t *data;
     size_t len;
     if ((rc = sl__fsink_encode(fs, b, &data, &len)) != 0)
@@ -215,6 +261,7 @@ static int sl__fsink_flush(sl_fsink_t *fs, uint32_t bi)
             rc = SL_EIO;
     }
     if (rc != 0) {
+        f->zs_broken = f->zs != NULL; /* the stream has the batch, the file does not */
         sl__fsink_block(fs, f, rc, "writing");
         return SL_EAGAIN;
     }

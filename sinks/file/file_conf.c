@@ -125,8 +125,10 @@ int sl__fsink_setup(sl_ctx_t *ctx, sl_fsink_t *fs)
         return SL_EINVAL;
     }
     fs->cap_desc = node->name;
-    if (fs->comp != SL_FILE_COMP_NONE &&
-        (rc = sl__codec_new(fs->comp, (int)sl_conf_int(node, "compression_level"), &fs->codec)) != 0) {
+    fs->level = (int)sl_conf_int(node, "compression_level");
+    /* gzip: one codec for every batch; zstd: the instance's codec checks the level here, each open file has
+     * its stream (sl__file_open). */
+    if (fs->comp != SL_FILE_COMP_NONE && (rc = sl__codec_new(fs->comp, fs->level, &fs->codec)) != 0) {
         sl_log(SL_LOG_ERROR, fs->who, rc, "cannot set up %s compression", sl__comp_names[fs->comp]);
         return rc;
     }
@@ -154,8 +156,10 @@ void sl__fsink_free(sl_fsink_t *fs)
     if (fs == NULL)
         return;
     for (uint32_t i = 0; fs->files && i < fs->n_files; i++)
-        if (fs->files[i].in_use && fs->files[i].fd >= 0)
+        if (fs->files[i].in_use && fs->files[i].fd >= 0) {
             close(fs->files[i].fd); /* left as .part: the state file names it for the next start */
+            sl__codec_destroy(fs->files[i].zs);
+        }
     if (fs->dirfd >= 0)
         close(fs->dirfd);
     sl__tpl_free(&fs->tpl);

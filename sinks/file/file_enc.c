@@ -4,9 +4,15 @@
  * Formats: `ndjson` writes one envelope object per line (topic, key, qos, receive time, attributes, and
  * the payload inline when it is one valid JSON value without a raw newline, else base64 in
  * payload_base64); `raw` writes the payload bytes and a newline. A batch is encoded into one reused
- * buffer, then compressed as one complete gzip member or zstd frame: concatenated members and frames are
- * valid files for gzip -d and zstd -d, every acknowledged batch is readable on its own, and a file left by
- * a crash can be cut back to its last complete unit (sl__codec_valid_prefix).
+ * buffer, then compressed:
+ *  - gzip: one complete gzip member per batch (concatenated members are a valid file for gzip -d);
+ *  - zstd: one frame per file, kept open by the file's own compression stream: each batch is compressed
+ *    with ZSTD_e_flush (its data complete in the file at the batch's commit) and followed by a batch marker,
+ *    an empty raw block that is not the last (three zero bytes, which decoders skip); the frame is ended
+ *    (last block, checksum) when the file is completed. The history is kept across batches, so the file is
+ *    as small as one zstd stream of the same bytes.
+ * A file left by a crash is cut back to its last complete unit (sl__codec_valid_prefix): a whole gzip
+ * member, a whole zstd frame or a batch marker; an unfinished zstd frame is then sealed (sl__zstd_seal).
  *
  * No allocation per event: buffers grow geometrically and are kept for the life of the instance.
  */
@@ -418,17 +424,49 @@ void sl__codec_destroy(sl_codec_t *c)
     free(c);
 }
 
+/* zstd block headers (RFC 8878 3.1.1.2): 3 bytes little-endian, bit 0 Last_Block, bits 1-2 the type (0 raw,
+ * 1 RLE, 2 compressed, 3 reserved), bits 3-23 the size. */
+static const uint8_t sl__zstd_marker[3] = {0, 0, 0}; /* an empty raw block, not the last: a batch ends here */
+static const uint8_t sl__zstd_last[3] = {1, 0, 0};   /* an empty raw block, the last: ends a sealed frame */
+
+/* Runs the zstd stream over in[0..n) with op, appending to out. */
+static int sl__zstd_run(sl_codec_t *c, const uint8_t *in, size_t n, ZSTD_EndDirective op, sl_buf_t *out)
+{
+    ZSTD_inBuffer zi = {in, n, 0};
+    size_t left;
+    do {
+        if (sl__buf_reserve(out, ZSTD_compressBound(n - zi.pos) + 64) != 0)
+            return SL_ENOMEM;
+        ZSTD_outBuffer zo = {out->p + out->len, out->cap - out->len, 0};
+        left = ZSTD_compressStream2(c->zc, &zo, &zi, op);
+        if (ZSTD_isError(left))
+            return SL_EIO;
+        out->len += zo.pos;
+    } while (left != 0 || zi.pos < zi.size);
+    return 0;
+}
+
+int sl__codec_end(sl_codec_t *c, sl_buf_t *out)
+{
+    out->len = 0;
+    return c->comp == SL_FILE_COMP_ZSTD ? sl__zstd_run(c, NULL, 0, ZSTD_e_end, out) : 0;
+}
+
+void sl__codec_abandon(sl_codec_t *c)
+{
+    if (c->comp == SL_FILE_COMP_ZSTD)
+        ZSTD_CCtx_reset(c->zc, ZSTD_reset_session_only);
+}
+
 int sl__codec_unit(sl_codec_t *c, const uint8_t *in, size_t n, sl_buf_t *out)
 {
     out->len = 0;
     if (c->comp == SL_FILE_COMP_ZSTD) {
-        size_t bound = ZSTD_compressBound(n);
-        if (sl__buf_reserve(out, bound) != 0)
-            return SL_ENOMEM;
-        size_t r = ZSTD_compress2(c->zc, out->p, bound, in, n);
-        if (ZSTD_isError(r))
-            return SL_EIO;
-        out->len = r;
+        int rc = sl__zstd_run(c, in, n, ZSTD_e_flush, out);
+        if (rc != 0)
+            return rc;
+        memcpy(out->p + out->len, sl__zstd_marker, sizeof sl__zstd_marker); /* room: the reserve's 64 bytes */
+        out->len += sizeof sl__zstd_marker;
         return 0;
     }
     size_t bound = deflateBound(&c->z, (uLong)n) + 64;
@@ -498,22 +536,95 @@ static size_t sl__capture_prefix(const uint8_t *data, size_t n)
     return (size_t)end;
 }
 
-size_t sl__codec_valid_prefix(sl_file_comp_t comp, sl_file_format_t fmt, const uint8_t *data, size_t n)
+static uint32_t sl__le32(const uint8_t *p)
 {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* zstd: the end of the last complete frame, or of the last batch marker of an unfinished last frame (then
+ * *open is where that frame starts). Walks the frame and block headers only (RFC 8878). */
+static size_t sl__zstd_prefix(const uint8_t *d, size_t n, size_t *open)
+{
+    size_t good = 0, pos = 0;
+    while (n - pos >= 4) {
+        size_t start = pos;
+        uint32_t magic = sl__le32(d + pos);
+        if ((magic & 0xFFFFFFF0u) == 0x184D2A50u) { /* a skippable frame */
+            if (n - pos < 8 || sl__le32(d + pos + 4) > n - pos - 8)
+                break;
+            pos = good = pos + 8 + sl__le32(d + pos + 4);
+            continue;
+        }
+        if (magic != ZSTD_MAGICNUMBER || n - pos < 5)
+            break;
+        uint8_t fhd = d[pos + 4];
+        static const uint8_t did[4] = {0, 1, 2, 4};
+        unsigned fcs = fhd >> 6, single = (fhd >> 5) & 1;
+        size_t hdr = 5 + !single + did[fhd & 3] + (fcs == 0 ? single : 1u << fcs);
+        if (n - pos < hdr)
+            break;
+        pos += hdr;
+        size_t mark = SIZE_MAX;
+        bool done = false;
+        while (n - pos >= 3) {
+            uint32_t bh = (uint32_t)d[pos] | (uint32_t)d[pos + 1] << 8 | (uint32_t)d[pos + 2] << 16;
+            uint32_t type = (bh >> 1) & 3, size = bh >> 3;
+            size_t body = type == 1 ? 1 : size;
+            if (type == 3 || body > n - pos - 3)
+                break;
+            pos += 3 + body;
+            if (bh & 1) {
+                size_t sum = (fhd & 4) ? 4 : 0; /* the content checksum */
+                done = n - pos >= sum;
+                pos += sum;
+                break;
+            }
+            if (type == 0 && size == 0)
+                mark = pos;
+        }
+        if (done) {
+            good = pos;
+            continue;
+        }
+        if (mark != SIZE_MAX) {
+            good = mark;
+            if (open != NULL)
+                *open = start;
+        }
+        break;
+    }
+    return good;
+}
+
+int sl__zstd_seal(int fd, uint64_t frame_start, uint64_t end)
+{
+    uint8_t fhd;
+    if (pread(fd, &fhd, 1, (off_t)frame_start + 4) != 1)
+        return SL_EIO;
+    fhd &= (uint8_t)~4u; /* no checksum: the content's is not known here */
+    ssize_t w = pwrite(fd, &fhd, 1, (off_t)frame_start + 4);
+    if (w == 1)
+        w = pwrite(fd, sl__zstd_last, sizeof sl__zstd_last, (off_t)end);
+    if (w != (ssize_t)sizeof sl__zstd_last) {
+        int rc = w < 0 ? -errno : SL_EIO;
+        if (ftruncate(fd, (off_t)end) != 0)
+            rc = SL_EIO;
+        return rc;
+    }
+    return 0;
+}
+
+size_t sl__codec_valid_prefix(sl_file_comp_t comp, sl_file_format_t fmt, const uint8_t *data, size_t n,
+                              size_t *open_frame)
+{
+    if (open_frame != NULL)
+        *open_frame = SIZE_MAX;
     if (comp == SL_FILE_COMP_NONE && fmt == SL_FILE_FMT_CAPTURE)
         return sl__capture_prefix(data, n);
     if (comp == SL_FILE_COMP_GZIP)
         return sl__gzip_prefix(data, n);
-    if (comp == SL_FILE_COMP_ZSTD) {
-        size_t good = 0;
-        while (good < n) {
-            size_t f = ZSTD_findFrameCompressedSize(data + good, n - good);
-            if (ZSTD_isError(f))
-                break;
-            good += f;
-        }
-        return good;
-    }
+    if (comp == SL_FILE_COMP_ZSTD)
+        return sl__zstd_prefix(data, n, open_frame);
     while (n > 0 && data[n - 1] != '\n')
         n--;
     return n;

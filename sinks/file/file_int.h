@@ -7,10 +7,11 @@
  *    configured durability (`sync`): none = write(2) returned, batch = fdatasync after the batch,
  *    interval = the next periodic fdatasync. Until then its view in the input channel stays valid (the
  *    runtime commits only acknowledged prefixes), so the sink keeps views, never copies.
- *  - Every batch is written as one self-contained unit (a complete gzip member or zstd frame, or whole
- *    lines), with one pwrite at the file's known end. A write that fails is cut back (ftruncate) to that
- *    end, so a file never holds half a batch while sluice runs, and a file left by a crash is cut back to
- *    its last complete unit before it is renamed (recovery).
+ *  - Every batch is written as one unit (a complete gzip member, whole lines, or for zstd the batch's
+ *    flushed blocks and a batch marker in the file's one frame), with one pwrite at the file's known end.
+ *    A write that fails is cut back (ftruncate) to that end, so a file never holds half a batch while
+ *    sluice runs, and a file left by a crash is cut back to its last complete unit before it is renamed
+ *    (recovery; an unfinished zstd frame is sealed there: see file_enc.c).
  *  - A file is written as NAME.part and renamed to NAME once complete (rotation, drain), so readers never
  *    see half a file. The .part files an instance has open are listed in its state file under the base
  *    directory, so a restarted instance finalises what its predecessor left.
@@ -107,12 +108,23 @@ typedef struct sl_codec_s sl_codec_t;
 /* A compressor reused for every batch of an instance. level 0 = the codec's default. */
 int sl__codec_new(sl_file_comp_t comp, int level, sl_codec_t **out);
 void sl__codec_destroy(sl_codec_t *c);
-/* Compresses in[0..n) into out (replacing its content) as one complete gzip member / zstd frame. */
+/* Compresses in[0..n) into out (replacing its content): gzip, one complete member; zstd, the next part of
+ * the stream's frame (started when none is open), flushed, then a batch marker. */
 int sl__codec_unit(sl_codec_t *c, const uint8_t *in, size_t n, sl_buf_t *out);
+/* zstd: the bytes that end the open frame (last block, checksum) into out; gzip: nothing. */
+int sl__codec_end(sl_codec_t *c, sl_buf_t *out);
+/* zstd: forgets the open frame (what it took did not reach the file); the next unit starts a new frame. */
+void sl__codec_abandon(sl_codec_t *c);
 /* The length of the longest prefix of data[0..n) made of complete units of comp (whole lines for none;
- * whole capture records after the header for an uncompressed capture): where a file left by a crash is
- * cut back to. */
-size_t sl__codec_valid_prefix(sl_file_comp_t comp, sl_file_format_t fmt, const uint8_t *data, size_t n);
+ * whole capture records after the header for an uncompressed capture; whole gzip members; whole zstd
+ * frames, or up to the last batch marker of an unfinished frame, whose start is then in *open_frame, else
+ * SIZE_MAX; open_frame may be NULL): where a file left by a crash is cut back to. */
+size_t sl__codec_valid_prefix(sl_file_comp_t comp, sl_file_format_t fmt, const uint8_t *data, size_t n,
+                              size_t *open_frame);
+/* Ends the unfinished zstd frame of fd that starts at frame_start and whose data ends at end (a batch
+ * marker): clears its checksum flag (the checksum of its content is unknown) and appends an empty last
+ * block at end (3 bytes). Returns 0 or a negative code (then the file is cut back to end). */
+int sl__zstd_seal(int fd, uint64_t frame_start, uint64_t end);
 
 /* ---- files (file_io.c) ---- */
 
@@ -155,6 +167,10 @@ struct sl_file_s {
     uint64_t used_ns;                  /* last batch, for closing the least recently used */
     uint32_t n_batches;                /* open batches bound for it */
     sl_plist_t unsynced;               /* written, waiting for the interval fdatasync */
+    /* zstd: the file's own stream (one frame, flushed at every batch, ended when the file completes). */
+    sl_codec_t *zs;
+    uint64_t frame_start; /* where its open frame starts in the file; UINT64_MAX when none is open */
+    bool zs_broken;       /* the stream took a batch whose write failed: seal the frame, start a new one */
     bool in_use;
     bool closing; /* being completed: writing its batches must not start another completion */
 };
@@ -184,6 +200,7 @@ struct sl_fsink_s {
     sl_tpl_t tpl;
     sl_file_format_t fmt;
     sl_file_comp_t comp;
+    int level; /* compression_level */
     sl_file_sync_t sync;
     uint64_t rotate_size, rotate_age_ns, sync_interval_ns;
     uint64_t batch_size, batch_bytes, batch_timeout_ns;

@@ -56,11 +56,19 @@ int sl__file_open(sl_fsink_t *fs, sl_file_t *f)
         snprintf(part, sizeof part, "%s.part", f->final);
         if (faccessat(fs->dirfd, f->final, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
             continue;
-        int fd = openat(fs->dirfd, part, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+        /* Read and write: sealing a zstd frame reads its header back (sl__zstd_seal). */
+        int fd = openat(fs->dirfd, part, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
         if (fd < 0 && errno == EEXIST)
             continue;
         if (fd < 0)
             return -errno;
+        if (fs->comp == SL_FILE_COMP_ZSTD && f->zs == NULL && (rc = sl__codec_new(fs->comp, fs->level, &f->zs)) != 0) {
+            unlinkat(fs->dirfd, part, 0);
+            close(fd);
+            return rc;
+        }
+        f->frame_start = UINT64_MAX;
+        f->zs_broken = false;
         fs->seq++;
         f->fd = fd;
         f->size = 0;
@@ -116,6 +124,8 @@ int sl__file_finish(sl_fsink_t *fs, sl_file_t *f)
         rc = -errno;
     close(f->fd);
     f->fd = -1;
+    sl__codec_destroy(f->zs);
+    f->zs = NULL;
     if (rc == 0 && f->size == 0) {
         unlinkat(fs->dirfd, part, 0);
     } else if (rc == 0 && renameat(fs->dirfd, part, fs->dirfd, f->final) != 0) {
@@ -166,15 +176,19 @@ static int sl__recover_one(sl_fsink_t *fs, const char *final)
     if (fd < 0)
         return 0; /* completed before the crash, or removed by hand */
     struct stat st;
-    size_t good = 0;
+    size_t good = 0, open_frame = SIZE_MAX;
     if (fstat(fd, &st) == 0 && st.st_size > 0) {
         void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (m != MAP_FAILED) {
-            good = sl__codec_valid_prefix(fs->comp, fs->fmt, m, (size_t)st.st_size);
+            good = sl__codec_valid_prefix(fs->comp, fs->fmt, m, (size_t)st.st_size, &open_frame);
             munmap(m, (size_t)st.st_size);
         }
     }
-    int rc = ftruncate(fd, (off_t)good) == 0 && fsync(fd) == 0 ? 0 : -errno;
+    int rc = ftruncate(fd, (off_t)good) == 0 ? 0 : -errno;
+    if (rc == 0 && open_frame != SIZE_MAX && (rc = sl__zstd_seal(fd, open_frame, good)) == 0)
+        good += 3; /* the zstd frame the predecessor left open, ended at its last batch */
+    if (rc == 0 && fsync(fd) != 0)
+        rc = -errno;
     close(fd);
     if (rc == 0 && good == 0)
         rc = unlinkat(fs->dirfd, part, 0) == 0 ? 0 : -errno;

@@ -421,22 +421,23 @@ static void test_rotate_by_age(void **state)
 
 /* A 1 MiB tmpfs fills up: the sink holds the stream (the generator cannot finish), logs it, and once the
  * file system grows, writes everything. */
-static void test_disk_full_is_backpressure(void **state)
+static void disk_full(fstate_t *fs, const char *size, uint32_t per_device, const char *sink)
 {
-    fstate_t *fs = *state;
-    mount_tmpfs(fs, "size=1m");
+    mount_tmpfs(fs, size);
     sl_th_config(&fs->th,
                  "pipeline: { name: ffull }\n"
                  "metrics: { listen: \"127.0.0.1:0\" }\n"
-                 "sources: [ { name: fleet, type: generator, count: 20_000, devices: 20 } ]\n"
-                 "sinks: [ { name: out, type: file, from: fleet, dir: '%s', path: 'full.ndjson' } ]\n",
-                 fs->out);
+                 "sources: [ { name: fleet, type: generator, count: %u, devices: 20 } ]\n"
+                 "sinks: [ { name: out, type: file, from: fleet, dir: '%s', %s } ]\n",
+                 per_device * 20, fs->out, sink);
     sl_th_start(&fs->th, "run", NULL);
     if (!sl_th_wait_log(&fs->th, "no space left", 60000))
         fail_msg("no disk-full line; log:\n%s", sl_th_log(&fs->th));
     assert_non_null(strstr(sl_th_log(&fs->th), "backpressure, nothing is dropped"));
     /* Held, not dropped: the source cannot have finished while the sink holds. */
-    assert_null(strstr(sl_th_log(&fs->th), "generated 20000 events"));
+    char done[64];
+    snprintf(done, sizeof done, "generated %u events", per_device * 20);
+    assert_null(strstr(sl_th_log(&fs->th), done));
     assert_false(sl_th_wait(&fs->th, 0));
     /* The episode is in /metrics too: counted, and the sink shows as blocked. */
     uint64_t port = 0;
@@ -450,7 +451,36 @@ static void test_disk_full_is_backpressure(void **state)
     if (!sl_th_wait_log(&fs->th, "writing again", 60000))
         fail_msg("did not resume; log:\n%s", sl_th_log(&fs->th));
     assert_clean_exit(&fs->th, 60000);
-    assert_landed(&fs->th, fs->out, 20, 1000, false, NULL);
+    assert_landed(&fs->th, fs->out, 20, per_device, false, NULL);
+}
+
+static void test_disk_full_is_backpressure(void **state) { disk_full(*state, "size=1m", 1000, "path: 'full.ndjson'"); }
+
+/* zstd: a write cut short by the full disk leaves the file's stream ahead of the file; the frame is sealed
+ * at the last whole batch and the retried batch starts a new frame: every event once, in order, and every
+ * file decodes to its end. */
+static void test_disk_full_zstd_stream(void **state)
+{
+    fstate_t *fs = *state;
+    disk_full(fs, "size=96k", 20000, "path: 'full.ndjson.zst', compression: zstd, batch_size: 500");
+    /* One file, more than one frame: the full disk cut a batch's write short at least once. */
+    char path[600];
+    snprintf(path, sizeof path, "%s/full-0-0.ndjson.zst", fs->out);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    FILE *fp = fopen(path, "rb");
+    assert_non_null(fp);
+    uint8_t *buf = malloc((size_t)st.st_size + 1);
+    size_t n = fread(buf, 1, (size_t)st.st_size + 1, fp), frames = 0;
+    fclose(fp);
+    assert_true(n > 0 && n == (size_t)st.st_size);
+    for (size_t o = 0; o < n; frames++) {
+        size_t f = ZSTD_findFrameCompressedSize(buf + o, n - o);
+        assert_false(ZSTD_isError(f));
+        o += f;
+    }
+    free(buf);
+    assert_true(frames > 1);
 }
 
 /* The target directory is a read-only mount below a writable base: writes wait until it is writable. */
@@ -487,21 +517,21 @@ static void test_read_only_dir_is_backpressure(void **state)
 }
 
 /* SIGKILL of the sink mid-stream: the restarted instance completes the .part its predecessor left (cut
- * back to whole batches), and every event is there (duplicates allowed: at-least-once). The replay of the
- * crashed window does not wait a batch_timeout per event (the default 1 s here would make it minutes). */
-static void test_sink_crash_recovers_part_files(void **state)
+ * back to whole batches; zstd: its open frame sealed at the last batch marker), and every event is there
+ * (duplicates allowed: at-least-once). The replay of the crashed window does not wait a batch_timeout per
+ * event (the default 1 s here would make it minutes). */
+static void crash_recovers(fstate_t *fs, const char *comp, const char *ext)
 {
-    fstate_t *fs = *state;
     sl_th_config(&fs->th,
                  "pipeline: { name: fcrash }\n"
                  "sources: [ { name: fleet, type: generator, count: 100_000, rate: 50_000, devices: 20 } ]\n"
                  "sinks:\n"
-                 "  - { name: out, type: file, from: fleet, dir: '%s', path: 'c.ndjson.gz', compression: gzip,\n"
+                 "  - { name: out, type: file, from: fleet, dir: '%s', path: 'c.%s', compression: %s,\n"
                  "      compression_level: 1, sync: none, batch_size: 100 }\n",
-                 fs->out);
+                 fs->out, ext, comp);
     sl_th_start(&fs->th, "run", "-v");
-    char part[600];
-    snprintf(part, sizeof part, "%s/c-0-0.ndjson.gz.part", fs->out);
+    char part[600], want[100];
+    snprintf(part, sizeof part, "%s/c-0-0.%s.part", fs->out, ext);
     struct stat st;
     bool written = false;
     for (int i = 0; i < 30000 && !written; i++) {
@@ -514,8 +544,20 @@ static void test_sink_crash_recovers_part_files(void **state)
     assert_true(w > 0);
     kill(w, SIGKILL);
     assert_clean_exit(&fs->th, 120000);
-    assert_non_null(strstr(sl_th_log(&fs->th), "recovered c-0-0.ndjson.gz"));
-    assert_landed(&fs->th, fs->out, 20, 5000, true, NULL);
+    snprintf(want, sizeof want, "recovered c-0-0.%s", ext);
+    assert_non_null(strstr(sl_th_log(&fs->th), want));
+    assert_landed(&fs->th, fs->out, 20, 5000, true, NULL); /* every file decodes whole, checksums included */
+}
+
+static void test_sink_crash_recovers_part_files(void **state) { crash_recovers(*state, "gzip", "ndjson.gz"); }
+
+/* zstd keeps one frame open per file: the recovered file's frame is sealed and decodes to the end. */
+static void test_sink_crash_recovers_zstd_stream(void **state) { crash_recovers(*state, "zstd", "ndjson.zst"); }
+
+static bool events_flowing(void *arg)
+{
+    uint64_t out = 0;
+    return sl_th_log_number(arg, "[summary]", "fleet out ", &out) && out > 0;
 }
 
 /* SIGTERM while batches wait for a timeout that never comes: the drain writes them all. */
@@ -531,7 +573,8 @@ static void test_drain_writes_batches_in_flight(void **state)
                  "      batch_size: 1_000_000, batch_bytes: 256MiB, batch_timeout: 1h }\n",
                  fs->out);
     sl_th_start(&fs->th, "run", NULL);
-    assert_true(sl_th_wait_log(&fs->th, "[summary]", 30000));
+    /* Once the summary shows events out of the source (a loaded machine can start it late). */
+    assert_true(sl_th_until(events_flowing, &fs->th, 30000));
     kill(fs->th.pid, SIGTERM);
     assert_clean_exit(&fs->th, 60000);
     uint64_t generated = 0;
@@ -607,6 +650,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_gzip_rotation_every_event_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_zstd_raw_interval_sync, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sink_crash_recovers_zstd_stream, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_disk_full_zstd_stream, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_key_groups_per_device, setup, teardown),
         cmocka_unit_test_setup_teardown(test_capture_format_replays, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rotate_by_age, setup, teardown),

@@ -10,9 +10,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <zlib.h>
+#include <zstd.h>
 
 #include "sinks/file/file_int.h"
 
@@ -176,11 +179,31 @@ static void test_ndjson_envelope(void **state)
     sl__buf_free(&b);
 }
 
+/* Decompresses a whole zstd buffer (every frame complete, checksums checked) into out. */
+static void zstd_decode_all(const uint8_t *p, size_t n, sl_buf_t *out)
+{
+    ZSTD_DCtx *d = ZSTD_createDCtx();
+    ZSTD_inBuffer zi = {p, n, 0};
+    size_t left = 0;
+    out->len = 0;
+    while (zi.pos < zi.size) {
+        assert_int_equal(sl__buf_reserve(out, 65536), 0);
+        ZSTD_outBuffer zo = {out->p + out->len, out->cap - out->len, 0};
+        left = ZSTD_decompressStream(d, &zo, &zi);
+        assert_false(ZSTD_isError(left));
+        out->len += zo.pos;
+    }
+    assert_int_equal(left, 0); /* the last frame is complete */
+    ZSTD_freeDCtx(d);
+}
+
+/* Three batches as the sink writes them (gzip: a member each; zstd: one frame, a flush and a batch marker
+ * each; plain: lines); a file cut anywhere is cut back to whole batches. */
 static void test_valid_prefix(void **state)
 {
     for (int comp = SL_FILE_COMP_NONE; comp <= SL_FILE_COMP_ZSTD; comp++) {
         sl_codec_t *c = NULL;
-        sl_buf_t file = {0}, unit = {0};
+        sl_buf_t file = {0}, unit = {0}, text_all = {0};
         size_t ends[3];
         for (int k = 0; k < 3; k++) {
             char text[256];
@@ -198,20 +221,70 @@ static void test_valid_prefix(void **state)
             memcpy(file.p + file.len, unit.p, unit.len);
             file.len += unit.len;
             ends[k] = file.len;
+            assert_int_equal(sl__buf_reserve(&text_all, (size_t)n), 0);
+            memcpy(text_all.p + text_all.len, text, (size_t)n);
+            text_all.len += (size_t)n;
         }
-        assert_int_equal(sl__codec_valid_prefix((sl_file_comp_t)comp, SL_FILE_FMT_NDJSON, file.p, file.len), ends[2]);
+        size_t open = 0;
+        assert_int_equal(sl__codec_valid_prefix((sl_file_comp_t)comp, SL_FILE_FMT_NDJSON, file.p, file.len, &open),
+                         ends[2]);
+        /* zstd: the frame is still open (the file is not complete), it starts at 0. */
+        assert_int_equal(open, comp == SL_FILE_COMP_ZSTD ? 0 : SIZE_MAX);
         /* Cut anywhere inside the last unit: recovery keeps the first two units (plain: every whole line). */
         for (size_t cut = ends[1] + 1; cut < ends[2]; cut++) {
             size_t want = ends[1];
             for (size_t k = ends[1]; comp == SL_FILE_COMP_NONE && k < cut; k++)
                 want = file.p[k] == '\n' ? k + 1 : want;
-            assert_int_equal(sl__codec_valid_prefix((sl_file_comp_t)comp, SL_FILE_FMT_NDJSON, file.p, cut), want);
+            assert_int_equal(sl__codec_valid_prefix((sl_file_comp_t)comp, SL_FILE_FMT_NDJSON, file.p, cut, NULL), want);
         }
-        assert_int_equal(sl__codec_valid_prefix((sl_file_comp_t)comp, SL_FILE_FMT_NDJSON, file.p, ends[0] - 1),
+        assert_int_equal(sl__codec_valid_prefix((sl_file_comp_t)comp, SL_FILE_FMT_NDJSON, file.p, ends[0] - 1, NULL),
                          comp == SL_FILE_COMP_NONE ? ends[0] - strlen("another line 0\n") : 0);
+        if (comp == SL_FILE_COMP_ZSTD) {
+            /* A file cut inside the third batch, sealed as recovery does: two batches, readable by libzstd. */
+            int fd = memfd_create("test-zstd", 0);
+            assert_true(fd >= 0);
+            assert_int_equal(write(fd, file.p, ends[2] - 1), (ssize_t)(ends[2] - 1));
+            size_t good = sl__codec_valid_prefix(SL_FILE_COMP_ZSTD, SL_FILE_FMT_NDJSON, file.p, ends[2] - 1, &open);
+            assert_int_equal(good, ends[1]);
+            assert_int_equal(open, 0);
+            assert_int_equal(ftruncate(fd, (off_t)good), 0);
+            assert_int_equal(sl__zstd_seal(fd, open, good), 0);
+            sl_buf_t sealed = {0}, plain = {0};
+            assert_int_equal(sl__buf_reserve(&sealed, good + 3), 0);
+            assert_int_equal(pread(fd, sealed.p, good + 3, 0), (ssize_t)(good + 3));
+            sealed.len = good + 3;
+            assert_int_equal(sl__codec_valid_prefix(SL_FILE_COMP_ZSTD, SL_FILE_FMT_NDJSON, sealed.p, sealed.len, &open),
+                             sealed.len);
+            assert_int_equal(open, SIZE_MAX);
+            zstd_decode_all(sealed.p, sealed.len, &plain);
+            size_t two = strlen("line 0 of a batch\nanother line 0\n") * 2;
+            assert_int_equal(plain.len, two);
+            assert_memory_equal(plain.p, text_all.p, two);
+            close(fd);
+            /* The end of the stream completes the frame (with its checksum); a next unit starts a new one. */
+            assert_int_equal(sl__codec_end(c, &unit), 0);
+            assert_int_equal(sl__buf_reserve(&file, unit.len), 0);
+            memcpy(file.p + file.len, unit.p, unit.len);
+            file.len += unit.len;
+            assert_int_equal(sl__codec_unit(c, (const uint8_t *)"more\n", 5, &unit), 0);
+            assert_int_equal(sl__codec_end(c, &sealed), 0);
+            size_t first = file.len;
+            assert_int_equal(sl__buf_reserve(&file, unit.len + sealed.len), 0);
+            memcpy(file.p + file.len, unit.p, unit.len), file.len += unit.len;
+            memcpy(file.p + file.len, sealed.p, sealed.len), file.len += sealed.len;
+            assert_int_equal(sl__codec_valid_prefix(SL_FILE_COMP_ZSTD, SL_FILE_FMT_NDJSON, file.p, first, &open),
+                             first);
+            assert_int_equal(open, SIZE_MAX);
+            zstd_decode_all(file.p, file.len, &plain);
+            assert_int_equal(plain.len, text_all.len + 5);
+            assert_memory_equal(plain.p, text_all.p, text_all.len);
+            sl__buf_free(&sealed);
+            sl__buf_free(&plain);
+        }
         sl__codec_destroy(c);
         sl__buf_free(&file);
         sl__buf_free(&unit);
+        sl__buf_free(&text_all);
     }
 }
 
@@ -229,11 +302,11 @@ static void test_capture_prefix(void **state)
         assert_int_equal(sl__file_encode(&b, SL_FILE_FMT_CAPTURE, &ev), 0);
         ends[k + 1] = b.len;
     }
-    assert_int_equal(sl__codec_valid_prefix(SL_FILE_COMP_NONE, SL_FILE_FMT_CAPTURE, b.p, b.len), ends[3]);
+    assert_int_equal(sl__codec_valid_prefix(SL_FILE_COMP_NONE, SL_FILE_FMT_CAPTURE, b.p, b.len, NULL), ends[3]);
     for (size_t cut = ends[2]; cut < ends[3]; cut++)
-        assert_int_equal(sl__codec_valid_prefix(SL_FILE_COMP_NONE, SL_FILE_FMT_CAPTURE, b.p, cut), ends[2]);
-    assert_int_equal(sl__codec_valid_prefix(SL_FILE_COMP_NONE, SL_FILE_FMT_CAPTURE, b.p, ends[0]), ends[0]);
-    assert_int_equal(sl__codec_valid_prefix(SL_FILE_COMP_NONE, SL_FILE_FMT_CAPTURE, b.p, ends[0] - 1), 0);
+        assert_int_equal(sl__codec_valid_prefix(SL_FILE_COMP_NONE, SL_FILE_FMT_CAPTURE, b.p, cut, NULL), ends[2]);
+    assert_int_equal(sl__codec_valid_prefix(SL_FILE_COMP_NONE, SL_FILE_FMT_CAPTURE, b.p, ends[0], NULL), ends[0]);
+    assert_int_equal(sl__codec_valid_prefix(SL_FILE_COMP_NONE, SL_FILE_FMT_CAPTURE, b.p, ends[0] - 1, NULL), 0);
     /* An event a capture cannot hold (no topic) is refused, nothing appended. */
     size_t before = b.len;
     make_event(buf, sizeof buf, "", "k", "a", (const uint8_t *)"v", 1, "{}", &ev);
