@@ -6,16 +6,24 @@
  * Settings on both sides: idempotent, acks=all, linger 5 ms, batch.num.messages 10000, batch.size 1 MiB,
  * no message timeout, no compression, no headers (-H adds sluice's headers on both sides); keys are the
  * 11-byte device ids of 1000 devices, payloads 180 bytes. A run ends when every delivery report is in.
+ * Both sides are timed over the same window, from the first produce to the last delivery report (sluice's
+ * sink logs its window); sluice's whole run, fork to exit, is printed too. CPU per event: sluice's process
+ * tree (master, generator, sink, librdkafka's threads) against the raw producer's threads, each over its
+ * whole life (create to destroy); the mock cluster's threads, hosted here, are counted apart. An uncounted
+ * raw run warms the mock cluster up first.
  * The mock keeps only ~5 MiB per partition: nobody reads back here, the tests verify. The last line is the
  * one a script reads: medians over the runs and the memory of the sluice process tree (bench/common/bench.h).
  * With -C, sluice replays a capture of n sensor messages from `sluice gen` (replay -> kafka) and the raw
  * producer reads the same file with the capture reader.
  */
+#include <dirent.h>
 #include <getopt.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <librdkafka/rdkafka.h>
@@ -28,7 +36,7 @@
 #define PAYLOAD 180
 #define DEVICES 1000
 
-static uint64_t g_delivered, g_failed;
+static uint64_t g_delivered, g_failed, g_n, g_last_ns;
 
 static void raw_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
@@ -36,6 +44,65 @@ static void raw_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
         g_failed++;
     else
         g_delivered++;
+    if (g_delivered + g_failed == g_n)
+        g_last_ns = sl_now_ns();
+}
+
+/* The mock cluster's threads (and its host handle's): every thread of this process but the main one, as
+ * they are before the raw producer starts. Their CPU from schedstat (nanoseconds). */
+static int g_mock_tid[64], g_n_mock;
+
+static void mock_threads(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *e;
+    int self = (int)syscall(SYS_gettid);
+    while (d && (e = readdir(d)) != NULL && g_n_mock < 64)
+        if (e->d_name[0] != '.' && atoi(e->d_name) != self)
+            g_mock_tid[g_n_mock++] = atoi(e->d_name);
+    if (d)
+        closedir(d);
+}
+
+static double mock_cpu(void)
+{
+    unsigned long long sum = 0;
+    for (int i = 0; i < g_n_mock; i++) {
+        char path[64];
+        unsigned long long ns = 0;
+        snprintf(path, sizeof path, "/proc/self/task/%d/schedstat", g_mock_tid[i]);
+        FILE *f = fopen(path, "r");
+        if (f && fscanf(f, "%llu", &ns) == 1)
+            sum += ns;
+        if (f)
+            fclose(f);
+    }
+    return (double)sum / 1e9;
+}
+
+static double process_cpu(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* sluice's window from the sink's log: "delivered N events in S s (first produce to last delivery report)". */
+static double sluice_window(const char *log, uint64_t n)
+{
+    FILE *f = fopen(log, "r");
+    char line[4096];
+    double secs = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        const char *p = strstr(line, "] delivered ");
+        unsigned long long got;
+        double s;
+        if (p && sscanf(p, "] delivered %llu events in %lf s", &got, &s) == 2 && got == n)
+            secs = s;
+    }
+    if (f)
+        fclose(f);
+    return secs;
 }
 
 static rd_kafka_t *raw_producer(const char *brokers)
@@ -57,18 +124,20 @@ static rd_kafka_t *raw_producer(const char *brokers)
 
 /* The raw limit: one producer, same shape of messages, zero-copy payloads like the sink. With a capture,
  * its payloads are read with the capture reader and copied into librdkafka (the reader reuses its buffer). */
-static double run_raw(const char *brokers, uint64_t n, bool headers, const char *capture)
+static double run_raw(const char *brokers, uint64_t n, bool headers, const char *capture, double *cpu)
 {
     sl_cap_reader_t *rd = NULL;
     if (capture && sl_cap_reader_open(capture, &rd) != 0)
         return 0;
+    double c0 = process_cpu(), m0 = mock_cpu();
     rd_kafka_t *rk = raw_producer(brokers);
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, "bench", NULL);
     static char payload[PAYLOAD], keys[DEVICES][12];
     memset(payload, 'x', sizeof payload);
     for (int d = 0; d < DEVICES; d++)
         snprintf(keys[d], sizeof keys[d], "dev-%07d", d);
-    g_delivered = g_failed = 0;
+    g_delivered = g_failed = g_last_ns = 0;
+    g_n = n;
     uint64_t t0 = sl_now_ns();
     sl_cap_rec_t rec;
     bool have = false;
@@ -103,11 +172,12 @@ static double run_raw(const char *brokers, uint64_t n, bool headers, const char 
         rd_kafka_poll(rk, 1); /* queue full: serve reports, then try again */
     }
     rd_kafka_flush(rk, 600000);
-    double secs = (double)(sl_now_ns() - t0) / 1e9;
+    double secs = (double)(g_last_ns - t0) / 1e9;
     rd_kafka_topic_destroy(rkt);
     rd_kafka_destroy(rk);
     sl_cap_reader_destroy(rd);
-    if (g_delivered != n || g_failed) {
+    *cpu = process_cpu() - c0 - (mock_cpu() - m0);
+    if (g_delivered != n || g_failed || g_last_ns <= t0) {
         fprintf(stderr, "raw: %llu delivered, %llu failed of %llu\n", (unsigned long long)g_delivered,
                 (unsigned long long)g_failed, (unsigned long long)n);
         return 0;
@@ -120,12 +190,13 @@ int main(int argc, char **argv)
     sl_bench_spawner_start();
     uint64_t n = 1000 * 1000;
     int runs = 3, c;
-    bool headers = false, replay = false;
+    bool headers = false, replay = false, raw_only = false;
+    const char *external = NULL; /* -b: an outside cluster (with a topic "bench"), e.g. to profile one side */
     const char *sluice = "build/sluice", *dir = "/tmp";
     /* The sink's input ring bounds the events in flight to Kafka (they stay in it until their delivery
      * report): 16 MiB holds ~60k of these events, several of librdkafka's batches. */
     const char *capacity = "16MiB";
-    while ((c = getopt(argc, argv, "n:r:s:Hc:Cd:")) != -1) {
+    while ((c = getopt(argc, argv, "n:r:s:Hc:Cd:b:R")) != -1) {
         switch (c) {
         case 'C': replay = true; break;
         case 'd': dir = optarg; break;
@@ -134,10 +205,13 @@ int main(int argc, char **argv)
         case 's': sluice = optarg; break;
         case 'H': headers = true; break;
         case 'c': capacity = optarg; break;
+        case 'b': external = optarg; break;
+        case 'R': raw_only = true; break;
         default:
             fprintf(stderr,
                     "usage: bench_kafka [-n EVENTS] [-r RUNS] [-s SLUICE_BINARY] [-H (headers)] [-c SINK_CAPACITY]\n"
-                    "                   [-C (replay a capture of sensor messages from sluice gen) [-d DIR]]\n");
+                    "                   [-C (replay a capture of sensor messages from sluice gen) [-d DIR]]\n"
+                    "                   [-b BROKERS (an outside cluster, topic bench)] [-R (the raw side only)]\n");
             return 2;
         }
     }
@@ -146,21 +220,25 @@ int main(int argc, char **argv)
     char err[512];
     rd_kafka_conf_t *mconf = rd_kafka_conf_new();
     rd_kafka_conf_set(mconf, "log_level", "3", err, sizeof err);
-    rd_kafka_t *host = rd_kafka_new(RD_KAFKA_PRODUCER, mconf, err, sizeof err);
+    rd_kafka_t *host = external ? NULL : rd_kafka_new(RD_KAFKA_PRODUCER, mconf, err, sizeof err);
     rd_kafka_mock_cluster_t *mc = host ? rd_kafka_mock_cluster_new(host, 3) : NULL;
-    if (mc == NULL || rd_kafka_mock_topic_create(mc, "bench", 8, 1) != 0) {
+    if (external)
+        rd_kafka_conf_destroy(mconf);
+    else if (mc == NULL || rd_kafka_mock_topic_create(mc, "bench", 8, 1) != 0) {
         fprintf(stderr, "cannot start the mock cluster\n");
         return 1;
     }
-    const char *brokers = rd_kafka_mock_cluster_bootstraps(mc);
-    char cfg[] = "/tmp/sluice-bench-kafka-XXXXXX", capture[512], count[32];
+    mock_threads();
+    const char *brokers = external ? external : rd_kafka_mock_cluster_bootstraps(mc);
+    char cfg[] = "/tmp/sluice-bench-kafka-XXXXXX", capture[512], count[32], log[512];
     snprintf(capture, sizeof capture, "%s/sluice-bench-kafka-%d.cap", dir, (int)getpid());
+    snprintf(log, sizeof log, "%s/sluice-bench-kafka-%d.log", dir, (int)getpid());
     snprintf(count, sizeof count, "%llu", (unsigned long long)n);
     sl_bench_proc_t pr;
     char *gen[] = {(char *)sluice, "gen", "-o", capture, "-n", count, "-d", "1000", "-p", "sensor", NULL};
     if (replay && sl_bench_spawn(gen, NULL, &pr) != 0)
         return 1;
-    char *rep_argv[] = {(char *)sluice, "replay", capture, "-c", cfg, "--speed", "max", "-q", NULL};
+    char *rep_argv[] = {(char *)sluice, "replay", capture, "-c", cfg, "--speed", "max", NULL};
     FILE *f = fdopen(mkstemp(cfg), "w");
     fprintf(f,
             "pipeline: { name: bench-kafka }\n"
@@ -170,26 +248,55 @@ int main(int argc, char **argv)
             "           capacity: %s, max_demand: 5000 } ]\n",
             (unsigned long long)n, DEVICES, PAYLOAD, brokers, headers ? "true" : "false", capacity);
     fclose(f);
-    double sl[99], raw[99];
+    double sl[99], raw[99], whole[99], cpu[99], raw_cpu[99], mock[99], raw_mock[99];
     sl_bench_proc_t mem = {0};
+    /* A raw run first, not counted: the mock cluster's first fill of its partition logs (page faults, its
+     * connections) would otherwise fall on the first raw run only and lower the raw median. */
+    double warm_cpu;
+    printf("warm-up (not counted): raw librdkafka %.2fM events/s\n",
+           run_raw(brokers, n, headers, replay ? capture : NULL, &warm_cpu) / 1e6);
     for (int r = 0; r < runs; r++) {
-        raw[r] = run_raw(brokers, n, headers, replay ? capture : NULL);
-        int rc = replay ? sl_bench_spawn(rep_argv, NULL, &pr) : sl_bench_run_sluice(sluice, cfg, NULL, &pr);
-        sl[r] = rc == 0 ? (double)n / pr.secs : 0;
+        double m0 = mock_cpu();
+        raw[r] = run_raw(brokers, n, headers, replay ? capture : NULL, &raw_cpu[r]);
+        double m1 = mock_cpu();
+        if (raw_only) {
+            printf("run %d: raw librdkafka %.2fM events/s, CPU per event %.0f ns\n", r + 1, raw[r] / 1e6,
+                   raw_cpu[r] * 1e9 / (double)n);
+            continue;
+        }
+        int rc = replay ? sl_bench_spawn(rep_argv, log, &pr) : sl_bench_run_sluice(sluice, cfg, log, &pr);
+        double win = rc == 0 ? sluice_window(log, n) : 0;
+        if (rc == 0 && win <= 0)
+            fprintf(stderr, "bench: no \"delivered %llu events in S s\" line in %s\n", (unsigned long long)n, log);
+        sl[r] = win > 0 ? (double)n / win : 0;
+        whole[r] = rc == 0 ? (double)n / pr.secs : 0;
+        cpu[r] = pr.cpu_secs * 1e9 / (double)n, raw_cpu[r] *= 1e9 / (double)n;
+        raw_mock[r] = (m1 - m0) * 1e9 / (double)n, mock[r] = (mock_cpu() - m1) * 1e9 / (double)n;
         sl_bench_mem_max(&mem, &pr);
-        printf("run %d: sluice %.2fM events/s, raw librdkafka %.2fM events/s, ratio %.2f, peak RSS %ld kB (one "
-               "process), %ld kB PSS (all)\n",
-               r + 1, sl[r] / 1e6, raw[r] / 1e6, raw[r] > 0 ? sl[r] / raw[r] : 0, pr.max_rss_kb, pr.pss_kb);
+        printf("run %d: sluice %.2fM events/s (%.2fM fork to exit), raw librdkafka %.2fM events/s, ratio %.2f; CPU "
+               "per event: sluice %.0f ns, raw %.0f ns, raw/sluice %.2f (mock cluster %.0f / %.0f ns); peak RSS %ld "
+               "kB (one process), %ld kB PSS (all)\n",
+               r + 1, sl[r] / 1e6, whole[r] / 1e6, raw[r] / 1e6, raw[r] > 0 ? sl[r] / raw[r] : 0, cpu[r], raw_cpu[r],
+               cpu[r] > 0 ? raw_cpu[r] / cpu[r] : 0, mock[r], raw_mock[r], pr.max_rss_kb, pr.pss_kb);
         fflush(stdout);
     }
+    unlink(log);
     unlink(cfg);
     if (replay)
         unlink(capture);
-    rd_kafka_mock_cluster_destroy(mc);
-    rd_kafka_destroy(host);
+    if (raw_only)
+        return 0;
+    if (mc)
+        rd_kafka_mock_cluster_destroy(mc);
+    if (host)
+        rd_kafka_destroy(host);
     double ms = sl_bench_median(sl, runs), mr = sl_bench_median(raw, runs);
-    char name[64];
+    double mc_ = sl_bench_median(cpu, runs), mrc = sl_bench_median(raw_cpu, runs);
+    char name[64], extra[256];
     snprintf(name, sizeof name, "kafka%s%s", replay ? "_replay" : "", headers ? "_headers" : "");
-    sl_bench_result(name, ms, mr, &mem, NULL);
+    snprintf(extra, sizeof extra,
+             "fork_to_exit_events_per_s=%.0f cpu_ns_per_event=%.0f raw_cpu_ns_per_event=%.0f cpu_ratio=%.2f",
+             sl_bench_median(whole, runs), mc_, mrc, mc_ > 0 ? mrc / mc_ : 0);
+    sl_bench_result(name, ms, mr, &mem, extra);
     return ms > 0 && mr > 0 ? 0 : 1;
 }

@@ -167,6 +167,11 @@ int sl_ack(sl_ctx_t *ctx, uint64_t token);
  * acknowledgements (the acknowledgement window). A batching sink must write its batches before it holds
  * that many, or it waits for a timeout. Any stage callback, init included. */
 uint64_t sl_ctx_hold_limit(const sl_ctx_t *ctx);
+/* SL_STAGE_ASYNC_ACK consumers: the place of an outstanding event in the acknowledgement windows, in
+ * [0, sl_ctx_ack_slots(ctx)), shared by no other event handed over and not yet acknowledged, so a sink can
+ * keep per-event state in one flat array (no allocation, no free list). Any stage callback. */
+uint64_t sl_ctx_ack_slots(const sl_ctx_t *ctx);
+uint64_t sl_ctx_ack_slot(const sl_ctx_t *ctx, uint64_t token);
 
 /* Events already published on the instance's first output (by it and its predecessors): where a
  * restarted producer resumes. */

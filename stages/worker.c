@@ -355,6 +355,15 @@ uint64_t sl_ctx_hold_limit(const sl_ctx_t *ctx)
     return ctx->ack != NULL && ctx->inst->n_in > 0 ? ctx->ack[0].cap : sl__ack_window(ctx->node);
 }
 
+uint64_t sl_ctx_ack_slots(const sl_ctx_t *ctx) { return ctx->ack != NULL ? ctx->inst->n_in * ctx->ack[0].cap : 0; }
+
+/* The same place as the latency array's (ctx->lat_ingest): input * window + number modulo the window. */
+uint64_t sl_ctx_ack_slot(const sl_ctx_t *ctx, uint64_t token)
+{
+    uint64_t cap = ctx->ack[0].cap;
+    return (token >> 48) * cap + (token & (cap - 1));
+}
+
 static int sl__ctx_init(sl_ctx_t *ctx, sl_runtime_t *rt, sl_inst_t *inst)
 {
     memset(ctx, 0, sizeof *ctx);

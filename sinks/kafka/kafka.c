@@ -59,9 +59,9 @@ static void sl__ksink_drain(sl_ksink_t *ks)
     }
     if (ks->in_flight || ks->backlog_n) {
         sl_log(SL_LOG_WARN, ks->who, SL_ETIMEDOUT,
-               "drain: %llu events not confirmed and %u not produced in time; left unacknowledged (delivered "
+               "drain: %llu events not confirmed and %llu not produced in time; left unacknowledged (delivered "
                "again on the next start)",
-               (unsigned long long)ks->in_flight, ks->backlog_n);
+               (unsigned long long)ks->in_flight, (unsigned long long)ks->backlog_n);
         rd_kafka_purge(ks->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
         sl__ksink_poll(ks, 0);
     }
@@ -75,10 +75,11 @@ static void sl__ksink_terminate(sl_ctx_t *ctx, void *state, int reason)
     if (reason == 0)
         sl__ksink_drain(ks);
     sl_log(SL_LOG_INFO, ks->who, 0,
-           "delivered %llu events; %llu produced again after a failed delivery, %llu dead-lettered, queue full "
-           "%llu times",
-           (unsigned long long)ks->delivered, (unsigned long long)ks->retried, (unsigned long long)ks->dead,
-           (unsigned long long)ks->queue_full);
+           "delivered %llu events in %.3f s (first produce to last delivery report); %llu produced again after a "
+           "failed delivery, %llu dead-lettered, queue full %llu times",
+           (unsigned long long)ks->delivered,
+           ks->last_ns > ks->first_ns ? (double)(ks->last_ns - ks->first_ns) / 1e9 : 0.0,
+           (unsigned long long)ks->retried, (unsigned long long)ks->dead, (unsigned long long)ks->queue_full);
     sl__ksink_free(ks);
 }
 

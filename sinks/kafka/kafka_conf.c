@@ -6,6 +6,7 @@
  * A property librdkafka refuses is "cannot start", logged with librdkafka's own text, so a typo in the
  * config never becomes a crash loop.
  */
+#include <sched.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -217,7 +218,12 @@ int sl__ksink_setup(sl_ctx_t *ctx, sl_ksink_t *ks)
     sl__ksink_metrics(ctx, ks);
     ks->ctx = ctx;
     ks->who = sl_ctx_name(ctx);
-    ks->free_head = ks->backlog_head = ks->backlog_tail = SL_KMSG_NIL;
+    _Static_assert(sizeof(void *) >= sizeof(uint64_t), "a token fits in librdkafka's opaque");
+    ks->n_slots = sl_ctx_ack_slots(ctx);
+    ks->recs = calloc(ks->n_slots, sizeof *ks->recs);
+    ks->backlog = calloc(ks->n_slots, sizeof *ks->backlog);
+    if (ks->recs == NULL || ks->backlog == NULL)
+        return SL_ENOMEM;
     ks->headers = sl_conf_bool(node, "headers");
     if (sl__ktpl_compile(&ks->topic_tpl, sl_conf_str(node, "topic")) != 0 ||
         sl__ktpl_compile(&ks->key_tpl, sl_conf_str(node, "key")) != 0)
@@ -229,7 +235,16 @@ int sl__ksink_setup(sl_ctx_t *ctx, sl_ksink_t *ks)
         return rc;
     }
     char err[512];
+    /* librdkafka's threads inherit the creating thread's policy: the worker runs SCHED_BATCH (its wake-ups
+     * do not preempt), but the broker threads are latency-bound (a socket, a queue, linger timers) and
+     * a raw producer runs them SCHED_OTHER; so do we. */
+    int policy = sched_getscheduler(0);
+    struct sched_param sp = {.sched_priority = 0};
+    if (policy == SCHED_BATCH)
+        sched_setscheduler(0, SCHED_OTHER, &sp);
     ks->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+    if (policy == SCHED_BATCH)
+        sched_setscheduler(0, SCHED_BATCH, &sp);
     if (ks->rk == NULL) {
         rd_kafka_conf_destroy(conf);
         sl_log(SL_LOG_ERROR, ks->who, SL_EINVAL, "cannot create the Kafka producer: %s", err);
@@ -252,6 +267,7 @@ void sl__ksink_free(sl_ksink_t *ks)
     sl__ktpl_free(&ks->topic_tpl);
     sl__ktpl_free(&ks->key_tpl);
     free(ks->topics);
-    free(ks->msgs);
+    free(ks->recs);
+    free(ks->backlog);
     free(ks);
 }

@@ -43,16 +43,11 @@ void sl__ktpl_free(sl_ktpl_t *t);
  * Returns the length, or SL_ERANGE when it does not fit. */
 int sl__ktpl_expand(const sl_ktpl_t *t, const sl_event_t *ev, bool topic_chars, char *out, size_t cap);
 
-/* One event handed to librdkafka (or waiting in the backlog): its record in the input channel and its
- * acknowledgement token, nothing more (24 bytes: tens of thousands are in flight, and each delivery report
- * touches one, so a small slot stays in cache; the event view is rebuilt from the record when needed). */
-typedef struct sl_kmsg_s {
-    const sl_rec_t *rec;
-    uint64_t token;
-    uint32_t next; /* backlog / free list link */
-} sl_kmsg_t;
-#define SL_KMSG_NIL UINT32_MAX
-
+/* Events handed to librdkafka or waiting in the backlog are known by their acknowledgement token, which is
+ * also the opaque of their librdkafka message: a successful delivery report acknowledges it without
+ * touching any sink state. Their records are kept in a flat array indexed by the token's slot in the
+ * runtime's acknowledgement window (sl_ctx_ack_slot: one per outstanding event, no allocation, no free
+ * list); they are read only to produce from the backlog or to dead-letter. */
 typedef struct sl_ktopic_s {
     char name[SL_KAFKA_NAME_MAX];
     rd_kafka_topic_t *rkt;
@@ -68,12 +63,14 @@ typedef struct sl_ksink_s {
     /* Topic handles by name (a small table: topic templates yield few topics). */
     sl_ktopic_t *topics;
     uint32_t n_topics, cap_topics;
-    /* Messages: a slab indexed by the opaque of each librdkafka message. */
-    sl_kmsg_t *msgs;
-    uint32_t cap, free_head;
-    uint32_t backlog_head, backlog_tail, backlog_n;
+    /* Records of the outstanding events by slot; the backlog: a FIFO of tokens in a ring of as many
+     * entries (at most every outstanding event waits). */
+    const sl_rec_t **recs;
+    uint64_t *backlog;
+    uint64_t n_slots, backlog_head, backlog_n;
     uint64_t in_flight;
-    /* Figures. */
+    /* Figures; first_ns / last_ns: the first produce and the last delivery report (the log's window). */
+    uint64_t first_ns, last_ns;
     uint64_t delivered, retried, dead, queue_full, backlog_episodes;
     /* In /metrics (kafka_conf.c registers them). */
     _Atomic uint64_t *m_queue_full, *m_retries, *m_dead, *m_in_flight, *m_backlog;

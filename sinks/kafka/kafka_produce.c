@@ -1,10 +1,10 @@
 /*
  * Producing events to Kafka and handling their delivery reports.
  *
- * Each event gets a slot in a slab that grows geometrically (never per event); the slot index is the
- * message's opaque, so the delivery report finds the event view again to acknowledge it, dead-letter it
- * or produce it again. The payload goes to librdkafka without a copy (flags 0: librdkafka neither copies
- * nor frees it); a key is copied only when its template is more than {key}.
+ * Each message's opaque is its event's acknowledgement token: the delivery report acknowledges it directly,
+ * and finds its record (by the token's slot) only to dead-letter it or produce it again. The payload goes to librdkafka
+ * without a copy (flags 0: librdkafka neither copies nor frees it); a key is copied only when its template is more than
+ * {key}.
  */
 #include <assert.h>
 #include <stddef.h>
@@ -14,36 +14,20 @@
 
 #include "sinks/kafka/kafka_int.h"
 
-static int sl__kmsg_get(sl_ksink_t *ks, const sl_event_t *ev, uint32_t *out)
+/* The token at position k of the backlog (k < backlog_n). */
+static uint64_t *sl__backlog_at(sl_ksink_t *ks, uint64_t k)
 {
-    assert(ev->rec != NULL); /* the runtime's events are views of channel records */
-    uint32_t i;
-    if (sl__slab_alloc((void **)&ks->msgs, &ks->cap, &ks->free_head, sizeof *ks->msgs, offsetof(sl_kmsg_t, next), 4096,
-                       &i) != 0)
-        return SL_ENOMEM;
-    ks->msgs[i] = (sl_kmsg_t){ev->rec, ev->token, SL_KMSG_NIL};
-    *out = i;
-    return 0;
+    return &ks->backlog[(ks->backlog_head + k) % ks->n_slots];
 }
 
-static void sl__kmsg_put(sl_ksink_t *ks, uint32_t i)
-{
-    ks->msgs[i].next = ks->free_head;
-    ks->free_head = i;
-}
-
-static void sl__backlog_push(sl_ksink_t *ks, uint32_t i)
+static void sl__backlog_push(sl_ksink_t *ks, uint64_t token)
 {
     if (ks->backlog_n == 0) {
-        ks->backlog_head = i;
         ks->backlog_episodes++;
         sl__metric_add(ks->m_queue_full, 1);
-    } else {
-        ks->msgs[ks->backlog_tail].next = i;
     }
-    ks->backlog_tail = i;
-    ks->msgs[i].next = SL_KMSG_NIL;
-    ks->backlog_n++;
+    assert(ks->backlog_n < ks->n_slots); /* only outstanding events wait, one slot each */
+    *sl__backlog_at(ks, ks->backlog_n++) = token;
 }
 
 /* Headers: the MQTT topic, QoS, receive time and every attribute (MQTT 5 user properties among them).
@@ -70,31 +54,27 @@ static rd_kafka_headers_t *sl__kheaders(const sl_event_t *ev)
     return h;
 }
 
-/* The event view of slot i (pointers into the input channel, valid until it is acknowledged). */
-static void sl__kmsg_event(const sl_ksink_t *ks, uint32_t i, sl_event_t *ev)
+/* The event view of an outstanding event (pointers into the input channel, valid until it is acknowledged). */
+static void sl__kmsg_event(const sl_ksink_t *ks, uint64_t token, sl_event_t *ev)
 {
-    sl_event_from_rec(ev, ks->msgs[i].rec);
-    ev->token = ks->msgs[i].token;
+    sl_event_from_rec(ev, ks->recs[sl_ctx_ack_slot(ks->ctx, token)]);
+    ev->token = token;
 }
 
-/* Dead-letters slot i with err's text and acknowledges it. */
-static void sl__kmsg_dead(sl_ksink_t *ks, uint32_t i, rd_kafka_resp_err_t err)
+/* Dead-letters an outstanding event with err's text and acknowledges it. */
+static void sl__kmsg_dead(sl_ksink_t *ks, uint64_t token, rd_kafka_resp_err_t err)
 {
     sl_event_t ev;
-    sl__kmsg_event(ks, i, &ev);
+    sl__kmsg_event(ks, token, &ev);
     sl_dead_letter(ks->ctx, &ev, "kafka_permanent", rd_kafka_err2str(err));
     ks->dead++;
     sl__metric_add(ks->m_dead, 1);
-    sl_ack(ks->ctx, ev.token);
-    sl__kmsg_put(ks, i);
+    sl_ack(ks->ctx, token);
 }
 
-/* Hands slot i to librdkafka. Returns 0 (in flight, or dead-lettered), SL_EAGAIN (queue full). */
-static int sl__kmsg_produce(sl_ksink_t *ks, uint32_t i)
+/* Hands event ev to librdkafka. Returns 0 (in flight, or dead-lettered), SL_EAGAIN (queue full). */
+static int sl__kmsg_produce(sl_ksink_t *ks, const sl_event_t *ev)
 {
-    sl_event_t view;
-    sl__kmsg_event(ks, i, &view);
-    const sl_event_t *ev = &view;
     char topic[SL_KAFKA_NAME_MAX], key[1024];
     const void *kp = ev->key;
     size_t kl = ev->key_len;
@@ -102,7 +82,7 @@ static int sl__kmsg_produce(sl_ksink_t *ks, uint32_t i)
     rd_kafka_topic_t *rkt = ks->const_rkt;
     if (rkt == NULL) {
         if (sl__ktpl_expand(&ks->topic_tpl, ev, true, topic, sizeof topic) <= 0) {
-            sl__kmsg_dead(ks, i, RD_KAFKA_RESP_ERR__INVALID_ARG);
+            sl__kmsg_dead(ks, ev->token, RD_KAFKA_RESP_ERR__INVALID_ARG);
             return 0;
         }
         if ((rkt = sl__ksink_topic(ks, topic)) == NULL)
@@ -119,8 +99,10 @@ static int sl__kmsg_produce(sl_ksink_t *ks, uint32_t i)
     rd_kafka_resp_err_t err =
         rd_kafka_producev(ks->rk, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_MSGFLAGS(msgflags),
                           RD_KAFKA_V_VALUE((void *)ev->payload, ev->payload_len), RD_KAFKA_V_KEY(kp, kl),
-                          RD_KAFKA_V_OPAQUE((void *)(uintptr_t)i), RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
+                          RD_KAFKA_V_OPAQUE((void *)(uintptr_t)ev->token), RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        if (ks->first_ns == 0)
+            ks->first_ns = sl_now_ns();
         ks->in_flight++;
         return 0;
     }
@@ -130,20 +112,21 @@ static int sl__kmsg_produce(sl_ksink_t *ks, uint32_t i)
         ks->queue_full++;
         return SL_EAGAIN;
     }
-    sl__kmsg_dead(ks, i, err); /* too large, unknown partition, ...: never accepted, never will be */
+    sl__kmsg_dead(ks, ev->token, err); /* too large, unknown partition, ...: never accepted, never will be */
     return 0;
 }
 
 int sl__ksink_backlog(sl_ksink_t *ks)
 {
     while (ks->backlog_n > 0) {
-        uint32_t i = ks->backlog_head, next = ks->msgs[i].next;
-        int rc = sl__kmsg_produce(ks, i);
+        sl_event_t ev;
+        sl__kmsg_event(ks, *sl__backlog_at(ks, 0), &ev);
+        int rc = sl__kmsg_produce(ks, &ev);
         if (rc == SL_EAGAIN)
             return 0;
         if (rc != 0)
             return rc;
-        ks->backlog_head = next;
+        ks->backlog_head = (ks->backlog_head + 1) % ks->n_slots;
         ks->backlog_n--;
     }
     return 0;
@@ -151,13 +134,12 @@ int sl__ksink_backlog(sl_ksink_t *ks)
 
 int sl__ksink_take(sl_ksink_t *ks, const sl_event_t *ev)
 {
-    uint32_t i;
-    int rc = sl__kmsg_get(ks, ev, &i);
-    if (rc != 0)
-        return rc;
+    assert(ev->rec != NULL); /* the runtime's events are views of channel records */
+    ks->recs[sl_ctx_ack_slot(ks->ctx, ev->token)] = ev->rec;
     /* Once anything waits, later events wait behind it: per-key order is kept. */
-    if (ks->backlog_n > 0 || (rc = sl__kmsg_produce(ks, i)) == SL_EAGAIN) {
-        sl__backlog_push(ks, i);
+    int rc;
+    if (ks->backlog_n > 0 || (rc = sl__kmsg_produce(ks, ev)) == SL_EAGAIN) {
+        sl__backlog_push(ks, ev->token);
         return 0;
     }
     return rc;
@@ -185,29 +167,31 @@ static bool sl__kerr_permanent(rd_kafka_resp_err_t err)
 void sl__ksink_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
     sl_ksink_t *ks = opaque;
-    uint32_t i = (uint32_t)(uintptr_t)m->_private;
+    uint64_t token = (uint64_t)(uintptr_t)m->_private;
     ks->in_flight--;
     if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
         ks->delivered++;
-        sl_ack(ks->ctx, ks->msgs[i].token);
-        sl__kmsg_put(ks, i);
+        sl_ack(ks->ctx, token);
     } else if (m->err == RD_KAFKA_RESP_ERR__PURGE_QUEUE || m->err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT ||
                m->err == RD_KAFKA_RESP_ERR__DESTROY) {
-        sl__kmsg_put(ks, i); /* the drain gave up on it: unacknowledged, delivered again on restart */
+        /* the drain gave up on it: unacknowledged, delivered again on restart */
     } else if (sl__kerr_permanent(m->err)) {
-        sl__kmsg_dead(ks, i, m->err);
+        sl__kmsg_dead(ks, token, m->err);
     } else {
         sl__metric_add(ks->m_retries, 1);
         if (ks->retried++ == 0)
             sl_log(SL_LOG_WARN, ks->who, 0, "delivery failed (%s): producing again (counted, logged once)",
                    rd_kafka_err2str(m->err));
-        sl__backlog_push(ks, i);
+        sl__backlog_push(ks, token);
     }
 }
 
 void sl__ksink_poll(sl_ksink_t *ks, int timeout_ms)
 {
+    uint64_t delivered = ks->delivered;
     rd_kafka_poll(ks->rk, timeout_ms);
+    if (ks->delivered != delivered)
+        ks->last_ns = sl_now_ns();
     char err[512];
     if (!ks->fatal && rd_kafka_fatal_error(ks->rk, err, sizeof err) != RD_KAFKA_RESP_ERR_NO_ERROR) {
         ks->fatal = true;
