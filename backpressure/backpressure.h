@@ -169,6 +169,16 @@ int sl_chan_reserve_over(sl_chan_t *ch, size_t body_len, sl_rec_t **rec, uint32_
 /* Appends the reserved record to the producer's unpublished batch. */
 void sl_chan_push(sl_chan_t *ch);
 
+/*
+ * Forwarding whole records already framed (a stage re-emitting its input unchanged): sl_chan_run_room()
+ * returns the bytes the producer may append at head in one piece (up to the commit and, since a run is
+ * never split, up to the end of the ring) and sets *events to the grant; sl_chan_append_run() copies
+ * bytes of back-to-back records (each SL_REC_ALIGN-aligned, as a consumer sees them in its ring) holding
+ * events events, within both limits, as one push. No reservation may be open.
+ */
+uint64_t sl_chan_run_room(sl_chan_t *ch, uint64_t *events);
+void sl_chan_append_run(sl_chan_t *ch, const void *recs, uint64_t bytes, uint64_t events);
+
 /* Makes every pushed record visible at once. Rings the consumer's bell (if it sleeps) once at least an
  * eighth of the ring was published since the last ring. Returns the number of events published. */
 uint64_t sl_chan_publish(sl_chan_t *ch);

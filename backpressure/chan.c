@@ -326,6 +326,22 @@ void sl_chan_push(sl_chan_t *ch)
     ch->p_res_need = 0;
 }
 
+uint64_t sl_chan_run_room(sl_chan_t *ch, uint64_t *events)
+{
+    *events = sl_chan_grant(ch, true);
+    ch->p_limit = sl__pair_bytes(&ch->ctl->ack) + ch->cap;
+    return SL_MIN(ch->p_limit - ch->p_head, ch->cap - (ch->p_head & ch->mask));
+}
+
+void sl_chan_append_run(sl_chan_t *ch, const void *recs, uint64_t bytes, uint64_t events)
+{
+    assert(ch->p_res_need == 0 && ch->p_sent + events <= ch->p_asked && ch->p_head + bytes <= ch->p_limit &&
+           (ch->p_head & ch->mask) + bytes <= ch->cap);
+    memcpy(ch->data + (ch->p_head & ch->mask), recs, bytes);
+    ch->p_head += bytes;
+    ch->p_sent += events;
+}
+
 uint64_t sl_chan_publish(sl_chan_t *ch)
 {
     sl_chan_ctl_t *c = ch->ctl;

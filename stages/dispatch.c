@@ -191,6 +191,16 @@ static int sl__deliver(sl_inst_t *inst, sl_stash_t *st, uint32_t gi, uint32_t c,
 int sl__out_emit(sl_inst_t *inst, sl_stash_t *st, const sl_emit_t *em, const sl_rec_t *raw, bool dead_letter)
 {
     size_t len = sl__em_len(em, raw);
+    /* One output channel and nothing stashed: the reservation is the whole check (demand, room, size). */
+    if (inst->single != NULL && !dead_letter && sl__stash_empty(st)) {
+        sl_rec_t *r;
+        if (sl_chan_reserve(inst->single, len, &r) == 0) {
+            sl__fill(r, em, raw);
+            sl_chan_push(inst->single);
+            inst->out[0].cur_grant = 0; /* the demand dispatcher's cached grant is stale now */
+            return 0;
+        }
+    }
     if (SL_UNLIKELY(len > inst->max_record))
         for (uint32_t gi = 0; gi < inst->n_out; gi++)
             if (inst->out[gi].dead_letter == dead_letter && len > sl_chan_max_record(inst->out[gi].chans[0]))
@@ -369,15 +379,20 @@ static uint32_t sl__direct_target(sl_out_group_t *g, const sl_emit_t *em, size_t
     return best;
 }
 
+sl_chan_t *sl__out_single(const sl_inst_t *inst)
+{
+    uint32_t n = inst->n_out - (inst->n_out > 1 && inst->out[inst->n_out - 1].dead_letter);
+    return n == 1 && inst->out[0].n == 1 && !inst->out[0].dead_letter ? inst->out[0].chans[0] : NULL;
+}
+
 int sl__out_emit_direct(sl_inst_t *inst, uint32_t *targets, const sl_emit_t *em, uint32_t overdraft)
 {
     size_t len = sl__em_len(em, NULL);
     /* One consumer (a source feeding one instance, its dead-letter group aside): the reservation itself is
      * the whole check, on the producer's cached demand and room, which it refreshes only when they run out;
      * the general path below re-reads both for every channel of every event. */
-    if (inst->n_out - (inst->n_out > 1 && inst->out[inst->n_out - 1].dead_letter) == 1 && inst->out[0].n == 1 &&
-        !inst->out[0].dead_letter) {
-        sl_chan_t *ch = inst->out[0].chans[0];
+    sl_chan_t *ch = sl__out_single(inst);
+    if (ch != NULL) {
         sl_rec_t *r;
         int rc = sl_chan_reserve_over(ch, len, &r, overdraft);
         if (rc != 0)

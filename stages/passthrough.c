@@ -6,12 +6,8 @@
 
 static int sl__pt_events(sl_ctx_t *ctx, void *state, const sl_event_t *evs, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        int rc = sl_emit_event(ctx, &evs[i]);
-        if (rc != 0)
-            return rc;
-    }
-    return 0;
+    (void)state;
+    return sl_forward(ctx, evs, n);
 }
 
 const sl_stage_ops_t sl_stage_passthrough_ops = {

@@ -126,8 +126,15 @@ typedef struct sl_emit_s {
 int sl_emit(sl_ctx_t *ctx, const sl_emit_t *em);
 /* Re-emits an input event unchanged (the pass-through fast path). */
 int sl_emit_event(sl_ctx_t *ctx, const sl_event_t *ev);
+/* Emits a record the stage laid out itself, header and parts (rec->len = sl_rec_body_len() of the parts),
+ * copied whole: a source that keeps a template record (the generator). */
+int sl_emit_rec(sl_ctx_t *ctx, const sl_rec_t *rec);
 /* The same with SL_REC_* flags added to the record. */
 int sl_emit_event_flags(sl_ctx_t *ctx, const sl_event_t *ev, uint16_t flags);
+/* Re-emits evs[0..n) unchanged, exactly as n calls of sl_emit_event() would (same order and dispatch;
+ * the first error is returned, the events before it are emitted). Where the events lie back to back in
+ * the input ring and the instance has one output channel, whole runs are copied at once. */
+int sl_forward(sl_ctx_t *ctx, const sl_event_t *evs, size_t n);
 /* Events the instance may emit now without stashing: the downstream demand. */
 uint64_t sl_ctx_demand(sl_ctx_t *ctx);
 /* The downstream demand, read only: writes nothing the emitting thread caches. For the worker thread of an

@@ -131,6 +131,7 @@ typedef struct sl_inst_s {
     size_t max_record; /* the smallest largest-record of its output channels: anything up to it fits all */
     sl_bell_t *bell;
     sl_stats_slot_t *stats;
+    sl_chan_t *single; /* worker side: sl__out_single(), for emission's fast path */
     /* Master side. */
     pid_t pid;
     sl_inst_state_t state;
@@ -243,6 +244,9 @@ void sl__out_ring(sl_inst_t *inst);
 /* True when an event of need record bytes would find demand and room in every output group now (a
  * partitioned group: in some partition). Registers for a wake-up where room is short. */
 bool sl__out_can_direct(sl_inst_t *inst, size_t need);
+/* The one channel every event of the instance goes to (one output group of one channel, a dead-letter
+ * group aside), or NULL. */
+sl_chan_t *sl__out_single(const sl_inst_t *inst);
 /* Writes the event straight into its channel(s), never the stash, or nothing: SL_EAGAIN when a target
  * lacks demand (beyond overdraft) or room. targets has room for one entry per output group. */
 int sl__out_emit_direct(sl_inst_t *inst, uint32_t *targets, const sl_emit_t *em, uint32_t overdraft);

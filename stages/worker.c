@@ -105,6 +105,17 @@ int sl_emit(sl_ctx_t *ctx, const sl_emit_t *em)
 
 int sl_emit_event(sl_ctx_t *ctx, const sl_event_t *ev) { return sl_emit_event_flags(ctx, ev, 0); }
 
+int sl_emit_rec(sl_ctx_t *ctx, const sl_rec_t *rec)
+{
+    assert(rec->len == sl_rec_body_len(rec->topic_len, rec->key_len, rec->attr_len, rec->payload_len));
+    int rc = sl__out_emit(ctx->inst, &ctx->stash, NULL, rec, false);
+    if (rc == 0) {
+        ctx->out++;
+        ctx->bytes_out += rec->len;
+    }
+    return rc;
+}
+
 int sl_emit_event_flags(sl_ctx_t *ctx, const sl_event_t *ev, uint16_t flags)
 {
     sl_emit_t em = {.flags = flags}; /* with a raw record, only its flags are used */
@@ -114,6 +125,40 @@ int sl_emit_event_flags(sl_ctx_t *ctx, const sl_event_t *ev, uint16_t flags)
         ctx->bytes_out += ev->rec->len;
     }
     return rc;
+}
+
+int sl_forward(sl_ctx_t *ctx, const sl_event_t *evs, size_t n)
+{
+    sl_chan_t *ch = ctx->inst->single;
+    size_t i = 0;
+    while (i < n) {
+        if (ch != NULL && sl__stash_empty(&ctx->stash)) {
+            uint64_t grant, room = sl_chan_run_room(ch, &grant), bytes = 0, lens = 0;
+            size_t max_rec = sl_chan_max_record(ch), k = i;
+            const uint8_t *start = (const uint8_t *)evs[i].rec;
+            for (; k < n && k - i < grant; k++) {
+                const sl_rec_t *r = evs[k].rec;
+                uint64_t sz = SL_ALIGN_UP((uint64_t)r->len, SL_REC_ALIGN);
+                if ((const uint8_t *)r != start + bytes || bytes + sz > room || r->len > max_rec)
+                    break;
+                bytes += sz;
+                lens += r->len;
+            }
+            if (k > i) {
+                sl_chan_append_run(ch, start, bytes, k - i);
+                ctx->inst->out[0].cur_grant = 0; /* the demand dispatcher's cached grant is stale now */
+                ctx->out += k - i;
+                ctx->bytes_out += lens;
+                i = k;
+                continue;
+            }
+        }
+        /* Not back to back (the input ring's end), the output's end, no grant or room: one at a time. */
+        int rc = sl_emit_event(ctx, &evs[i++]);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
 }
 
 /* The external thread may try again: stopping, or demand and room for the event it holds (a full ring with
@@ -380,6 +425,7 @@ static int sl__ctx_init(sl_ctx_t *ctx, sl_runtime_t *rt, sl_inst_t *inst)
     ctx->targets = calloc(inst->n_out ? inst->n_out : 1, sizeof *ctx->targets);
     ctx->dl_buf = malloc(SL_DL_BUF);
     ctx->external = (inst->ops->flags & SL_STAGE_EXTERNAL) != 0;
+    inst->single = sl__out_single(inst);
     if (inst->ops->flags & SL_STAGE_ASYNC_ACK) {
         ctx->ack = calloc(n_in, sizeof *ctx->ack);
         if (ctx->ack == NULL)

@@ -122,6 +122,77 @@ static void test_full_empty_edges(void **state)
     assert_int_equal(sl_chan_next(ch, &r), SL_EAGAIN);
 }
 
+/* Forwarding whole runs: records taken from one ring are appended to another as runs that never cross
+ * the end of either ring (at the end of the second, a record goes through reserve, which pads), and the
+ * consumer of the second ring reads every record intact and in order, many times round both rings. */
+static size_t run_len(uint64_t seq) { return (size_t)((seq * 37) % 300); }
+
+static void test_append_runs(void **state)
+{
+    sl_chan_t *src = *state, *dst;
+    assert_int_equal(sl_chan_create("dst", 4096, &dst), 0);
+    sl_chan_producer_attach(dst);
+    sl_chan_consumer_attach(dst);
+    uint64_t grant;
+    assert_int_equal(sl_chan_run_room(dst, &grant), 4096);
+    assert_int_equal(grant, 0); /* nothing asked yet */
+    sl_chan_ask(dst, 3);
+    sl_chan_run_room(dst, &grant);
+    assert_int_equal(grant, 3);
+    sl_chan_ask(src, UINT64_MAX / 2);
+    sl_chan_ask(dst, UINT64_MAX / 2);
+    uint64_t seq = 0, got = 0, runs = 0, singles = 0;
+    for (int round = 0; round < 300; round++) {
+        for (int n = 0; n < 7; n++, seq++)
+            assert_int_equal(put(src, seq, run_len(seq)), 0);
+        sl_chan_publish(src);
+        const sl_rec_t *r;
+        const uint8_t *first = NULL;
+        uint64_t bytes = 0, events = 0, room = sl_chan_run_room(dst, &grant);
+        assert_true(room <= 4096 && grant > 1000);
+        while (sl_chan_next(src, &r) == 0) {
+            uint64_t sz = SL_ALIGN_UP((uint64_t)r->len, SL_REC_ALIGN);
+            if (first != NULL && ((const uint8_t *)r != first + bytes || bytes + sz > room)) {
+                sl_chan_append_run(dst, first, bytes, events);
+                runs++;
+                first = NULL;
+                bytes = events = 0;
+                room = sl_chan_run_room(dst, &grant);
+            }
+            if (first == NULL && sz > room) {
+                sl_rec_t *w;
+                assert_int_equal(sl_chan_reserve(dst, r->len, &w), 0);
+                memcpy(w, r, r->len);
+                sl_chan_push(dst);
+                singles++;
+                room = sl_chan_run_room(dst, &grant);
+                continue;
+            }
+            if (first == NULL)
+                first = (const uint8_t *)r;
+            bytes += sz;
+            events++;
+        }
+        if (events) {
+            sl_chan_append_run(dst, first, bytes, events);
+            runs++;
+        }
+        sl_chan_publish(dst);
+        while (sl_chan_next(dst, &r) == 0) {
+            check(r, got, run_len(got));
+            got++;
+        }
+        sl_chan_commit(dst, sl_chan_read_pos(dst), sl_chan_read_events(dst));
+        sl_chan_commit(src, sl_chan_read_pos(src), sl_chan_read_events(src));
+    }
+    assert_int_equal(got, seq);
+    assert_true(runs > 300 && singles > 10); /* both paths taken, many times */
+    sl_chan_stat_t st;
+    sl_chan_stat(dst, &st);
+    assert_true(st.head > 50 * sl_chan_capacity(dst));
+    sl_chan_destroy(dst);
+}
+
 /* A producer can never publish more events than were asked, whatever room the ring has. */
 static void test_demand_limits_producer(void **state)
 {
@@ -244,6 +315,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_wrap_every_size, setup, teardown),
         cmocka_unit_test_setup_teardown(test_full_empty_edges, setup, teardown),
         cmocka_unit_test_setup_teardown(test_demand_limits_producer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_append_runs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_redelivery_from_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_framing_detected, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_is_eof_after_drain, setup, teardown),
