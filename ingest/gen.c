@@ -6,8 +6,9 @@
  * can count loss and duplicates per device. After a restart the instance resumes at j = the number of
  * events its outputs already hold, so the sequences continue without a gap or a repeat.
  *
- * The payload is a template laid out once; each event only rewrites the fixed-width device, seq and ts
- * fields in place (JSON allows the padding spaces), so generating costs no formatting per event.
+ * The whole record (topic, key, attributes, payload) is a template laid out once; each event only rewrites
+ * the fixed-width device, seq and ts fields in place (JSON allows the padding spaces) and is emitted with
+ * one copy, so generating costs no formatting per event.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,22 +27,13 @@ typedef struct sl_gen_s {
     uint64_t j;     /* events emitted so far (including by predecessors) */
     uint64_t dev_i; /* j % nd, kept without a division per event */
     uint64_t start_ns, start_j;
-    char *payload;
-    size_t payload_len;
-    size_t off_dev, off_seq, off_ts;
-    char topic[48];
-    size_t off_tdev;
-    uint8_t attrs[4 + 9 + 11];
+    sl_rec_t *rec;  /* the template record, parts included */
+    char *dev[4];   /* the 7 device digits in the topic, key, attribute value and payload */
+    char *seq, *ts; /* in the payload */
 } sl_gen_t;
 
-/* Writes v right-aligned as decimal digits into exactly w bytes (zero-padded). */
-static void sl__put_fixed(char *p, size_t w, uint64_t v)
-{
-    for (size_t i = w; i-- > 0;) {
-        p[i] = (char)('0' + v % 10);
-        v /= 10;
-    }
-}
+#define SL_GEN_TOPIC "fleet/dev-0000000/telemetry"
+#define SL_GEN_DEV_W 7
 
 /* Writes v left-aligned into w bytes, padding with spaces (valid JSON whitespace after a number). */
 static void sl__put_num(char *p, size_t w, uint64_t v)
@@ -65,24 +57,54 @@ static int sl__gen_layout(sl_gen_t *g, size_t want)
                      "{\"device\":\"dev-0000000\",\"seq\":%*s,\"ts\":%*s,"
                      "\"temp\":21.50,\"hum\":40.2,\"bat\":3.71,\"pad\":\"",
                      SL_GEN_SEQ_W, "", SL_GEN_TS_W, "");
-    size_t base = (size_t)n + 2;
-    g->payload_len = want > base ? want : base;
-    g->payload = malloc(g->payload_len);
-    if (g->payload == NULL)
+    size_t base = (size_t)n + 2, payload_len = want > base ? want : base;
+    size_t topic_len = strlen(SL_GEN_TOPIC), key_len = 4 + SL_GEN_DEV_W, attr_len = 4 + 9 + key_len;
+    size_t len = sl_rec_body_len(topic_len, key_len, attr_len, payload_len);
+    if (len > UINT32_MAX)
+        return SL_EINVAL;
+    g->rec = calloc(1, SL_ALIGN_UP(len, SL_REC_ALIGN));
+    if (g->rec == NULL)
         return SL_ENOMEM;
-    memcpy(g->payload, head, (size_t)n);
-    memset(g->payload + n, 'x', g->payload_len - base);
-    memcpy(g->payload + g->payload_len - 2, "\"}", 2);
-    g->off_dev = strlen("{\"device\":\"dev-");
-    g->off_seq = strlen("{\"device\":\"dev-0000000\",\"seq\":");
-    g->off_ts = g->off_seq + SL_GEN_SEQ_W + strlen(",\"ts\":");
-    snprintf(g->topic, sizeof g->topic, "fleet/dev-0000000/telemetry");
-    g->off_tdev = strlen("fleet/dev-");
-    uint16_t nl = 9, vl = 11;
-    memcpy(g->attrs, &nl, 2);
-    memcpy(g->attrs + 2, &vl, 2);
-    memcpy(g->attrs + 4, "device_id", 9);
+    sl_rec_t *r = g->rec;
+    r->len = (uint32_t)len;
+    r->topic_len = (uint16_t)topic_len;
+    r->key_len = (uint32_t)key_len;
+    r->attr_len = (uint32_t)attr_len;
+    r->payload_len = (uint32_t)payload_len;
+    r->qos = 1;
+    char *topic = (char *)(r + 1), *key = topic + topic_len, *attrs = key + key_len, *payload = attrs + attr_len;
+    memcpy(topic, SL_GEN_TOPIC, topic_len);
+    memcpy(key, "dev-0000000", key_len);
+    size_t alen = 0;
+    sl_rec_attr_put((uint8_t *)attrs, attr_len, &alen, "device_id", 9, key, key_len);
+    memcpy(payload, head, (size_t)n);
+    memset(payload + n, 'x', payload_len - base);
+    memcpy(payload + payload_len - 2, "\"}", 2);
+    g->dev[0] = topic + strlen("fleet/dev-");
+    g->dev[1] = key + 4;
+    g->dev[2] = attrs + 4 + 9 + 4;
+    g->dev[3] = payload + strlen("{\"device\":\"dev-");
+    g->seq = payload + strlen("{\"device\":\"dev-0000000\",\"seq\":");
+    g->ts = g->seq + SL_GEN_SEQ_W + strlen(",\"ts\":");
     return 0;
+}
+
+/* Sets the device digits of the template to device d (mod 10^7): the digits are made in a register, two
+ * at a time, and stored whole (reading back digits just stored byte by byte stalls the store buffer). */
+static void sl__gen_device(sl_gen_t *g, uint64_t d)
+{
+    static const char pairs[] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                                "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+                                "8081828384858687888990919293949596979899";
+    uint32_t v = (uint32_t)(d % 10000000u);
+    char s[8];
+    s[0] = (char)('0' + v / 1000000u);
+    v %= 1000000u;
+    memcpy(s + 1, pairs + 2 * (v / 10000u), 2);
+    memcpy(s + 3, pairs + 2 * (v / 100u % 100u), 2);
+    memcpy(s + 5, pairs + 2 * (v % 100u), 2);
+    for (int i = 0; i < 4; i++)
+        memcpy(g->dev[i], s, SL_GEN_DEV_W);
 }
 
 static int sl__gen_init(sl_ctx_t *ctx, void **state)
@@ -107,7 +129,8 @@ static int sl__gen_init(sl_ctx_t *ctx, void **state)
     }
     g->j = g->start_j = sl_ctx_published(ctx);
     g->dev_i = g->j % g->nd;
-    sl__put_num(g->payload + g->off_seq, SL_GEN_SEQ_W, g->j / g->nd);
+    sl__put_num(g->seq, SL_GEN_SEQ_W, g->j / g->nd);
+    sl__gen_device(g, g->first + (uint64_t)g->stride * g->dev_i);
     g->start_ns = sl_now_ns();
     if (g->j)
         sl_log(SL_LOG_INFO, sl_ctx_name(ctx), 0, "resuming the fleet at event %llu", (unsigned long long)g->j);
@@ -133,32 +156,21 @@ static int sl__gen_demand(sl_ctx_t *ctx, void *state, uint64_t demand)
         n = SL_MIN(n, (uint64_t)due);
     }
     uint64_t wall = sl_wall_ns();
-    sl__put_num(g->payload + g->off_ts, SL_GEN_TS_W, wall / SL_NS_PER_MS);
-    sl_emit_t em = {.topic = g->topic,
-                    .topic_len = (uint32_t)strlen(g->topic),
-                    .attrs = g->attrs,
-                    .attr_len = sizeof g->attrs,
-                    .payload = g->payload,
-                    .payload_len = (uint32_t)g->payload_len,
-                    .qos = 1,
-                    .ingest_ns = wall};
+    sl__put_num(g->ts, SL_GEN_TS_W, wall / SL_NS_PER_MS);
+    g->rec->ingest_ns = wall;
     uint64_t i;
     for (i = 0; i < n; i++) {
-        if (g->dev_i == 0) /* a new round: every device's seq is j / nd until the next one */
-            sl__put_num(g->payload + g->off_seq, SL_GEN_SEQ_W, g->j / g->nd);
-        sl__put_fixed(g->topic + g->off_tdev, 7, g->first + (uint64_t)g->stride * g->dev_i);
-        memcpy(g->payload + g->off_dev, g->topic + g->off_tdev, 7);
-        memcpy(g->attrs + 13, g->topic + g->off_tdev - 4, 11);
-        em.key = g->attrs + 13;
-        em.key_len = 11;
-        int rc = sl_emit(ctx, &em);
+        int rc = sl_emit_rec(ctx, g->rec);
         if (rc == SL_ENOSPC) /* the rings are full and the stash too: the rest waits for room */
             break;
         if (rc != 0)
             return rc;
         g->j++;
-        if (++g->dev_i == g->nd)
+        if (++g->dev_i == g->nd) { /* a new round: every device's seq is j / nd until the next one */
             g->dev_i = 0;
+            sl__put_num(g->seq, SL_GEN_SEQ_W, g->j / g->nd);
+        }
+        sl__gen_device(g, g->first + (uint64_t)g->stride * g->dev_i);
     }
     return (int)i;
 }
@@ -169,7 +181,7 @@ static void sl__gen_terminate(sl_ctx_t *ctx, void *state, int reason)
     if (g == NULL)
         return;
     sl_log(SL_LOG_INFO, sl_ctx_name(ctx), 0, "generated %llu events", (unsigned long long)g->j);
-    free(g->payload);
+    free(g->rec);
     free(g);
 }
 
