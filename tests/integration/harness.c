@@ -175,6 +175,19 @@ bool sl_th_wait_log(sl_th_t *th, const char *needle, int timeout_ms)
     return sl_th_until(sl__th_has_line, &n, timeout_ms);
 }
 
+static bool sl__th_flowing(void *arg)
+{
+    sl__th_needle_t *n = arg;
+    uint64_t v;
+    return sl_th_log_number(n->th, "[summary]", n->needle, &v) && v > 0;
+}
+
+bool sl_th_wait_flow(sl_th_t *th, const char *after, int timeout_ms)
+{
+    sl__th_needle_t n = {th, after};
+    return sl_th_until(sl__th_flowing, &n, timeout_ms);
+}
+
 int sl_th_log_count(sl_th_t *th, const char *needle)
 {
     int n = 0;

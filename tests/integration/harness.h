@@ -44,6 +44,9 @@ int sl_th_log_count(sl_th_t *th, const char *needle);
 uint64_t sl_th_log_sum(sl_th_t *th, const char *tag, const char *after);
 /* Reads an unsigned number that follows `after` in the last line of the log containing `line_tag`. */
 bool sl_th_log_number(sl_th_t *th, const char *line_tag, const char *after, uint64_t *out);
+/* Waits until the last "[summary]" line shows events flowing: a number above 0 after `after` (e.g.
+ * "fleet out "). A first summary alone is not enough: on a loaded machine it can come before any event. */
+bool sl_th_wait_flow(sl_th_t *th, const char *after, int timeout_ms);
 /* Polls cond(arg) every few milliseconds until it holds (true) or timeout_ms passes (false). */
 bool sl_th_until(bool (*cond)(void *arg), void *arg, int timeout_ms);
 /* The PIDs of the master's workers (children named "sl:..."); returns how many were stored. */

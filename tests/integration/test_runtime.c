@@ -82,7 +82,7 @@ static void test_sigterm_drains(void **state)
                      "            dispatcher: partition, partition_by: key } ]\n"
                      "sinks: [ { name: out, type: null, from: relay, verify_sequence: true } ]\n");
     sl_th_start(th, "run", NULL);
-    assert_true(sl_th_wait_log(th, "[summary]", 30000));
+    assert_true(sl_th_wait_flow(th, "fleet out ", 30000));
     kill(th->pid, SIGTERM);
     assert_clean_exit(th, 60000);
     uint64_t generated = sl_th_log_sum(th, "generated ", "generated ");
@@ -102,7 +102,7 @@ static void test_sigkill_worker_restarts_without_loss(void **state)
                      "stages: [ { name: relay, type: passthrough, from: fleet } ]\n"
                      "sinks: [ { name: out, type: null, from: relay, verify_sequence: true } ]\n");
     sl_th_start(th, "run", "-v");
-    assert_true(sl_th_wait_log(th, "[summary]", 30000));
+    assert_true(sl_th_wait_flow(th, "fleet out ", 30000));
     pid_t victim = sl_th_worker_pid(th, "relay#0");
     assert_true(victim > 0);
     assert_int_equal(kill(victim, SIGKILL), 0);

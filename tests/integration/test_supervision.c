@@ -224,7 +224,7 @@ static void test_master_killed_leaves_no_orphan(void **state)
                      "            dispatcher: partition, partition_by: key } ]\n"
                      "sinks: [ { name: out, type: null, from: relay, verify_sequence: true } ]\n");
     sl_th_start(th, "run", NULL);
-    assert_true(sl_th_wait_log(th, "[summary]", 30000));
+    assert_true(sl_th_wait_flow(th, "fleet out ", 30000));
     pid_t kids[16];
     size_t n = sl_th_wait_children(th->pid, kids, 16, 4, 10000);
     assert_int_equal(n, 4);
