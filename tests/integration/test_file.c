@@ -554,12 +554,6 @@ static void test_sink_crash_recovers_part_files(void **state) { crash_recovers(*
 /* zstd keeps one frame open per file: the recovered file's frame is sealed and decodes to the end. */
 static void test_sink_crash_recovers_zstd_stream(void **state) { crash_recovers(*state, "zstd", "ndjson.zst"); }
 
-static bool events_flowing(void *arg)
-{
-    uint64_t out = 0;
-    return sl_th_log_number(arg, "[summary]", "fleet out ", &out) && out > 0;
-}
-
 /* SIGTERM while batches wait for a timeout that never comes: the drain writes them all. */
 static void test_drain_writes_batches_in_flight(void **state)
 {
@@ -574,7 +568,7 @@ static void test_drain_writes_batches_in_flight(void **state)
                  fs->out);
     sl_th_start(&fs->th, "run", NULL);
     /* Once the summary shows events out of the source (a loaded machine can start it late). */
-    assert_true(sl_th_until(events_flowing, &fs->th, 30000));
+    assert_true(sl_th_wait_flow(&fs->th, "fleet out ", 30000));
     kill(fs->th.pid, SIGTERM);
     assert_clean_exit(&fs->th, 60000);
     uint64_t generated = 0;
