@@ -22,6 +22,8 @@
 #include "sinks/file/file_int.h"
 
 #define SL_FILE_RETRY_NS (500 * SL_NS_PER_MS)
+/* zstd: open files holding a compression stream at once (one is 1.3 MB at level 1, 3.6 MB at level 3). */
+#define SL_FILE_ZSTD_STREAMS 8
 
 /* ---- pending events ---- */
 
@@ -116,6 +118,12 @@ static int sl__fsink_encode(sl_fsink_t *fs, const sl_fbatch_t *b, const uint8_t 
     }
     for (uint32_t i = b->ev.head, k = 0; k < b->ev.n; k++, i = fs->pend[i].next) {
         sl_pend_t *p = &fs->pend[i];
+        if (k + 1 < b->ev.n && fs->pend[p->next].ev.rec != NULL) {
+            /* The next record was written by the producer on another core: start fetching it now. */
+            const char *r = (const char *)fs->pend[p->next].ev.rec;
+            for (uint32_t o = 0; o < fs->pend[p->next].ev.rec->len; o += 64)
+                __builtin_prefetch(r + o);
+        }
         if (p->dead)
             continue;
         int rc = sl__file_encode(&fs->enc, fs->fmt, &p->ev);
@@ -191,6 +199,35 @@ static int sl__fsink_zs_end(sl_fsink_t *fs, sl_file_t *f)
     return 0;
 }
 
+/* zstd: gives f a stream for its next batch. Past SL_FILE_ZSTD_STREAMS streams, the least recently used
+ * other file's frame is ended and its stream freed (its next batch starts a new frame in the same file),
+ * so max_open_files does not multiply the memory of a stream. */
+static int sl__fsink_zs_get(sl_fsink_t *fs, sl_file_t *f)
+{
+    if (f->zs != NULL)
+        return 0;
+    if (fs->n_zs >= SL_FILE_ZSTD_STREAMS) {
+        sl_file_t *lru = NULL;
+        for (uint32_t i = 0; i < fs->n_files; i++) {
+            sl_file_t *g = &fs->files[i];
+            if (g != f && g->in_use && g->zs != NULL && (lru == NULL || g->used_ns < lru->used_ns))
+                lru = g;
+        }
+        if (lru != NULL && sl__fsink_zs_end(fs, lru) == 0) { /* when it fails, one stream more for now */
+            sl__codec_destroy(lru->zs);
+            lru->zs = NULL;
+            fs->n_zs--;
+        }
+    }
+    int rc = sl__codec_new(fs->comp, fs->level, &f->zs);
+    if (rc != 0)
+        return rc;
+    fs->n_zs++;
+    f->frame_start = UINT64_MAX;
+    f->zs_broken = false;
+    return 0;
+}
+
 /* Writes every batch bound for f. Returns 0, SL_EAGAIN (some stay: backpressure) or a fatal code. */
 static int sl__fsink_flush_file(sl_fsink_t *fs, sl_file_t *f)
 {
@@ -242,6 +279,8 @@ static int sl__fsink_flush(sl_fsink_t *fs, uint32_t bi)
         sl__fsink_block(fs, f, rc, "creating");
         return SL_EAGAIN;
     }
+    if (fs->comp == SL_FILE_COMP_ZSTD && (rc = sl__fsink_zs_get(fs, f)) != 0)
+        return rc;
     if (f->zs != NULL && (rc = sl__fsink_zs_ready(f)) != 0) {
         sl__fsink_block(fs, f, rc, "writing");
         return SL_EAGAIN;
@@ -365,12 +404,16 @@ static size_t sl__fsink_bkey(const sl_fsink_t *fs, const sl_event_t *ev, const c
 static int sl__fsink_add(sl_fsink_t *fs, sl_file_t *f, uint32_t i)
 {
     const sl_event_t *ev = &fs->pend[i].ev;
-    const char *key;
-    size_t klen = sl__fsink_bkey(fs, ev, &key);
-    uint32_t bi;
-    int rc = sl__fbatch_get(fs, f, key, klen, &bi);
-    if (rc != 0)
-        return rc;
+    uint32_t bi = f->cur_batch - 1;
+    int rc;
+    if (f->cur_batch == 0 || fs->bkey != SL_BKEY_NONE) {
+        const char *key;
+        size_t klen = sl__fsink_bkey(fs, ev, &key);
+        if ((rc = sl__fbatch_get(fs, f, key, klen, &bi)) != 0)
+            return rc;
+        if (fs->bkey == SL_BKEY_NONE)
+            f->cur_batch = bi + 1;
+    }
     sl_fbatch_t *b = &fs->batches[bi];
     sl__plist_push(fs, &b->ev, i);
     b->bytes += ev->rec ? ev->rec->len : ev->payload_len;

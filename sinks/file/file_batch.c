@@ -82,6 +82,8 @@ void sl__fbatch_drop(sl_fsink_t *fs, uint32_t i)
         fs->batches[b->next_open].prev_open = b->prev_open;
     fs->n_open--;
     b->f->n_batches--;
+    if (b->f->cur_batch == i + 1)
+        b->f->cur_batch = 0;
     b->next_hash = fs->bfree;
     fs->bfree = i;
 }

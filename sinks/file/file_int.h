@@ -166,6 +166,7 @@ struct sl_file_s {
     uint64_t opened_ns;                /* monotonic */
     uint64_t used_ns;                  /* last batch, for closing the least recently used */
     uint32_t n_batches;                /* open batches bound for it */
+    uint32_t cur_batch;                /* without batch_key: its one open batch + 1, or 0 (no lookup per event) */
     sl_plist_t unsynced;               /* written, waiting for the interval fdatasync */
     /* zstd: the file's own stream (one frame, flushed at every batch, ended when the file completes). */
     sl_codec_t *zs;
@@ -225,6 +226,7 @@ struct sl_fsink_s {
     /* Scratch: encoded batch, compressed batch. */
     sl_buf_t enc, out;
     sl_codec_t *codec;
+    uint32_t n_zs; /* zstd: files holding a stream (at most SL_FILE_ZSTD_STREAMS, see file.c) */
     /* Backpressure: a write that failed holds everything until the retry time. */
     bool blocked, episode;
     int blocked_err;

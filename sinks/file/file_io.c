@@ -62,11 +62,6 @@ int sl__file_open(sl_fsink_t *fs, sl_file_t *f)
             continue;
         if (fd < 0)
             return -errno;
-        if (fs->comp == SL_FILE_COMP_ZSTD && f->zs == NULL && (rc = sl__codec_new(fs->comp, fs->level, &f->zs)) != 0) {
-            unlinkat(fs->dirfd, part, 0);
-            close(fd);
-            return rc;
-        }
         f->frame_start = UINT64_MAX;
         f->zs_broken = false;
         fs->seq++;
@@ -124,8 +119,11 @@ int sl__file_finish(sl_fsink_t *fs, sl_file_t *f)
         rc = -errno;
     close(f->fd);
     f->fd = -1;
-    sl__codec_destroy(f->zs);
-    f->zs = NULL;
+    if (f->zs != NULL) {
+        sl__codec_destroy(f->zs);
+        f->zs = NULL;
+        fs->n_zs--;
+    }
     if (rc == 0 && f->size == 0) {
         unlinkat(fs->dirfd, part, 0);
     } else if (rc == 0 && renameat(fs->dirfd, part, fs->dirfd, f->final) != 0) {

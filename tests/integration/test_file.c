@@ -234,6 +234,26 @@ static void assert_landed(sl_th_t *th, const char *dir, uint32_t devices, uint32
         *out = s;
 }
 
+/* The number of zstd frames in the file at path (every one complete). */
+static size_t zstd_frames(const char *path)
+{
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    FILE *fp = fopen(path, "rb");
+    assert_non_null(fp);
+    uint8_t *buf = malloc((size_t)st.st_size + 1);
+    size_t n = fread(buf, 1, (size_t)st.st_size + 1, fp), frames = 0;
+    fclose(fp);
+    assert_true(n > 0 && n == (size_t)st.st_size);
+    for (size_t o = 0; o < n; frames++) {
+        size_t f = ZSTD_findFrameCompressedSize(buf + o, n - o);
+        assert_false(ZSTD_isError(f));
+        o += f;
+    }
+    free(buf);
+    return frames;
+}
+
 /* ---- tests ---- */
 
 static void test_gzip_rotation_every_event_once(void **state)
@@ -269,6 +289,29 @@ static void test_zstd_raw_interval_sync(void **state)
     seen_t s;
     assert_landed(&fs->th, fs->out, 30, 2000, false, &s);
     assert_true(s.files > 1);
+}
+
+/* zstd with more files than streams (one per device, 20 > 8): the least recently used file's frame is
+ * ended and its stream freed, its next batch starts a new frame; every file decodes whole, every event
+ * once and in order. */
+static void test_zstd_more_files_than_streams(void **state)
+{
+    fstate_t *fs = *state;
+    sl_th_config(&fs->th,
+                 "pipeline: { name: fzmany }\n"
+                 "sources: [ { name: fleet, type: generator, count: 20_000, devices: 20 } ]\n"
+                 "sinks:\n"
+                 "  - { name: out, type: file, from: fleet, dir: '%s', path: '{device_id}.ndjson.zst',\n"
+                 "      compression: zstd, compression_level: 1, batch_size: 50 }\n",
+                 fs->out);
+    sl_th_start(&fs->th, "run", NULL);
+    assert_clean_exit(&fs->th, 120000);
+    seen_t s;
+    assert_landed(&fs->th, fs->out, 20, 1000, false, &s);
+    assert_int_equal(s.files, 20);
+    char path[600];
+    snprintf(path, sizeof path, "%s/dev-0000000-0-0.ndjson.zst", fs->out);
+    assert_true(zstd_frames(path) > 1); /* its stream was freed and a new frame started */
 }
 
 /* Calls member(text, len, arg) for each gzip member of the file at path, decompressed on its own. */
@@ -466,21 +509,7 @@ static void test_disk_full_zstd_stream(void **state)
     /* One file, more than one frame: the full disk cut a batch's write short at least once. */
     char path[600];
     snprintf(path, sizeof path, "%s/full-0-0.ndjson.zst", fs->out);
-    struct stat st;
-    assert_int_equal(stat(path, &st), 0);
-    FILE *fp = fopen(path, "rb");
-    assert_non_null(fp);
-    uint8_t *buf = malloc((size_t)st.st_size + 1);
-    size_t n = fread(buf, 1, (size_t)st.st_size + 1, fp), frames = 0;
-    fclose(fp);
-    assert_true(n > 0 && n == (size_t)st.st_size);
-    for (size_t o = 0; o < n; frames++) {
-        size_t f = ZSTD_findFrameCompressedSize(buf + o, n - o);
-        assert_false(ZSTD_isError(f));
-        o += f;
-    }
-    free(buf);
-    assert_true(frames > 1);
+    assert_true(zstd_frames(path) > 1);
 }
 
 /* The target directory is a read-only mount below a writable base: writes wait until it is writable. */
@@ -646,6 +675,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_zstd_raw_interval_sync, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sink_crash_recovers_zstd_stream, setup, teardown),
         cmocka_unit_test_setup_teardown(test_disk_full_zstd_stream, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_zstd_more_files_than_streams, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_key_groups_per_device, setup, teardown),
         cmocka_unit_test_setup_teardown(test_capture_format_replays, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rotate_by_age, setup, teardown),
