@@ -16,6 +16,7 @@
  *    of a persistent session (a disconnect, and the socket shut down), and every (re)connect resubscribes.
  *  - terminate() destroys the Paho client before it returns, so no callback runs after it.
  */
+#include <dirent.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,32 +111,53 @@ static int sl__mqtt_url_port(const char *uri)
     return tls ? 8883 : 1883;
 }
 
+/* Whether fd is a TCP socket connected to port. */
+static bool sl__mqtt_sock_to(int fd, int port)
+{
+    int type = 0;
+    socklen_t tl = sizeof type;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) != 0 || type != SOCK_STREAM ||
+        getpeername(fd, (struct sockaddr *)&ss, &sl) != 0)
+        return false;
+    int peer = ss.ss_family == AF_INET    ? ntohs(((struct sockaddr_in *)&ss)->sin_port)
+               : ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+                                          : -1;
+    return peer == port;
+}
+
 /*
  * Finds the socket of the connection Paho just made, so that a pause can stop the flow at once (see
  * sl__mqtt_pause). Paho does not expose it: it is the one TCP socket of this worker process connected to
  * the broker's port. Anything else (none, or two candidates) leaves -1, and a pause then relies on the
  * queued disconnect alone. Paho's thread, from the connect callback (the socket cannot be closed meanwhile).
+ * The open descriptors come from /proc/self/fd: probing every number up to RLIMIT_NOFILE cost 20,000
+ * failed getsockopt calls per connect (20 ms of CPU; 0.2 us per message of a 100k-message backlog drain).
  */
 static void sl__mqtt_find_sock(sl_mqtt_t *m, const char *uri)
 {
     int port = uri ? sl__mqtt_url_port(uri) : 0, found = -1, n = 0;
-    struct rlimit rl;
-    int max = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 65536 ? (int)rl.rlim_cur : 65536;
-    for (int fd = 0; port > 0 && fd < max; fd++) {
-        int type = 0;
-        socklen_t tl = sizeof type;
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof ss;
-        if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) != 0 || type != SOCK_STREAM ||
-            getpeername(fd, (struct sockaddr *)&ss, &sl) != 0)
-            continue;
-        int peer = ss.ss_family == AF_INET    ? ntohs(((struct sockaddr_in *)&ss)->sin_port)
-                   : ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
-                                              : -1;
-        if (peer == port) {
-            found = fd;
-            n++;
+    DIR *d = port > 0 ? opendir("/proc/self/fd") : NULL;
+    if (d != NULL) {
+        int skip = dirfd(d);
+        for (struct dirent *e; (e = readdir(d)) != NULL;) {
+            int fd = e->d_name[0] >= '0' && e->d_name[0] <= '9' ? atoi(e->d_name) : -1;
+            if (fd >= 0 && fd != skip && sl__mqtt_sock_to(fd, port)) {
+                found = fd;
+                n++;
+            }
         }
+        closedir(d);
+    } else {
+        /* No /proc: probe the descriptor numbers themselves. */
+        struct rlimit rl;
+        int max = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 65536 ? (int)rl.rlim_cur : 65536;
+        for (int fd = 0; port > 0 && fd < max; fd++)
+            if (sl__mqtt_sock_to(fd, port)) {
+                found = fd;
+                n++;
+            }
     }
     atomic_store(&m->sock, n == 1 ? found : -1);
     if (n != 1)

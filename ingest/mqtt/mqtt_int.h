@@ -57,6 +57,7 @@ int sl_mqtt_filter_parse(const char *item, size_t len, int def_qos, const char *
 /* ---- the source itself (mqtt.c, mqtt_conf.c, mqtt_recv.c) ---------------------------------------- */
 
 #include <MQTTAsync.h>
+#include <pthread.h>
 #include <stdatomic.h>
 
 #include "stages/stages.h"
@@ -121,6 +122,8 @@ typedef struct sl_mqtt_s {
     uint64_t log_ns, log_dropped, log_unacked;
     uint64_t emitted;
     uint64_t episode_over; /* events into the overdraft since the current pause was asked for */
+    pthread_t rcv_thread;  /* the thread last moved to SCHED_OTHER (sl__mqtt_arrived) */
+    bool rcv_sched_set;
     /* Metrics in the instance's shared stats slot (sl_ctx_metric: /metrics), cumulative over restarts;
      * written with relaxed atomics by whichever thread counts (mostly Paho's callback thread). */
     _Atomic uint64_t *received, *overdrafted, *dropped, *unacked, *cut_attrs, *pauses, *connects;

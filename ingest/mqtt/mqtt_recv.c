@@ -15,6 +15,8 @@
  * disconnect that keeps the session, and the socket shut down so nothing more than the broker's in-flight
  * window arrives); `drop_newest` drops it, counted and logged at most once a second.
  */
+#include <pthread.h>
+#include <sched.h>
 #include <string.h>
 
 #include "ingest/mqtt/mqtt_int.h"
@@ -123,9 +125,28 @@ static int sl__mqtt_take(sl_mqtt_t *m, const sl_emit_t *em)
     return 0;
 }
 
+/*
+ * Paho's receive thread inherits the worker's SCHED_BATCH, which suits workers that wake each other (a
+ * woken peer does not preempt its waker) but not a thread woken by the network: a SCHED_BATCH thread woken
+ * by the broker's data waits for the running task's time slice to end, and at QoS 1 the broker stops
+ * sending once its in-flight window is unacknowledged, so every such delay stalls the flow. The raw Paho
+ * client it is measured against runs SCHED_OTHER; so does this thread from its first message on.
+ */
+static void sl__mqtt_rcv_sched(sl_mqtt_t *m)
+{
+    struct sched_param sp = {.sched_priority = 0};
+    int rc = pthread_setschedparam(pthread_self(), SCHED_OTHER, &sp);
+    if (rc != 0)
+        sl_log(SL_LOG_DEBUG, m->who, -rc, "pthread_setschedparam(SCHED_OTHER) failed");
+    m->rcv_thread = pthread_self();
+    m->rcv_sched_set = true;
+}
+
 int sl__mqtt_arrived(void *context, char *topic, int topic_len, MQTTAsync_message *msg)
 {
     sl_mqtt_t *m = context;
+    if (SL_UNLIKELY(!m->rcv_sched_set || !pthread_equal(m->rcv_thread, pthread_self())))
+        sl__mqtt_rcv_sched(m);
     size_t tlen = topic_len > 0 ? (size_t)topic_len : strlen(topic);
     sl__mqtt_add(m->received, 1);
     size_t alen = 0;
