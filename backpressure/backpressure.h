@@ -57,6 +57,10 @@ void sl_bells_free(sl_bell_t *bells, size_t n);
  */
 int sl_bell_wait(sl_bell_t *b, bool (*ready)(void *arg), void *arg, uint64_t timeout_ns);
 
+/* sl_bell_wait() without its two sched_yield() first: for a thread that waits for a clock, not for a peer
+ * that may be runnable on its core. */
+int sl_bell_sleep(sl_bell_t *b, bool (*ready)(void *arg), void *arg, uint64_t timeout_ns);
+
 /*
  * Wakes the owner of b if, and only if, it announced that it sleeps. The caller has already made the
  * state change visible (with a release store); a full fence here orders that store before the read of the

@@ -47,6 +47,11 @@ int sl_bell_wait(sl_bell_t *b, bool (*ready)(void *arg), void *arg, uint64_t tim
         if (ready(arg))
             return 0;
     }
+    return sl_bell_sleep(b, ready, arg, timeout_ns);
+}
+
+int sl_bell_sleep(sl_bell_t *b, bool (*ready)(void *arg), void *arg, uint64_t timeout_ns)
+{
     atomic_store(&b->sleeping, 1);
     if (ready != NULL && ready(arg)) {
         atomic_store_explicit(&b->sleeping, 0, memory_order_relaxed);

@@ -53,18 +53,19 @@ struct sl_ctx_s {
     sl_inst_t *inst;
     const sl_conf_node_t *node;
     void *state;
-    sl_demand_t *dem;          /* [n_in] */
-    bool *eof;                 /* [n_in] */
-    bool *uncommitted;         /* [n_in]: taken events waiting for the stash to drain before commit */
-    uint64_t *careful_until;   /* [n_in]: after a crash, replay one event at a time up to this event count */
-    sl_ackwin_t *ack;          /* [n_in] for SL_STAGE_ASYNC_ACK consumers, else NULL */
-    uint32_t *targets;         /* [n_out], scratch of sl_emit_wait() */
-    bool external;             /* SL_STAGE_EXTERNAL: outputs belong to the stage's own thread */
-    uint64_t ext_out;          /* events emitted by that thread (only it writes this) */
-    uint64_t ext_kick_ns;      /* when that thread last kicked its consumers (only it writes this) */
-    _Atomic bool ext_kick_due; /* it published without kicking: the worker thread rings for it */
-    size_t ext_need;           /* record bytes of the event it waits to emit */
-    uint8_t *dl_buf;           /* attributes of a dead-lettered event */
+    sl_demand_t *dem;             /* [n_in] */
+    bool *eof;                    /* [n_in] */
+    bool *uncommitted;            /* [n_in]: taken events waiting for the stash to drain before commit */
+    uint64_t *careful_until;      /* [n_in]: after a crash, replay one event at a time up to this event count */
+    sl_ackwin_t *ack;             /* [n_in] for SL_STAGE_ASYNC_ACK consumers, else NULL */
+    uint32_t *targets;            /* [n_out], scratch of sl_emit_wait() */
+    bool external;                /* SL_STAGE_EXTERNAL: outputs belong to the stage's own thread */
+    uint64_t ext_out;             /* events emitted by that thread (only it writes this) */
+    _Atomic uint64_t ext_kick_ns; /* when that thread last kicked its consumers (only it writes this) */
+    _Atomic bool ext_kick_due;    /* it published without kicking: the worker thread rings for it */
+    bool ext_idle;                /* the worker thread sleeps with nothing due (worker thread only) */
+    size_t ext_need;              /* record bytes of the event it waits to emit */
+    uint8_t *dl_buf;              /* attributes of a dead-lettered event */
     uint64_t dl_logged_ns, dl_unlogged;
     sl_event_t *evs;
     size_t evs_cap;
@@ -174,8 +175,10 @@ static bool sl__ext_ready(void *arg)
  * shared memory before the caller acknowledges it anywhere), but the consumers are kicked on a clock, like
  * the worker loop does: at most once a millisecond. A consumer faster than the client library otherwise
  * sleeps after every event and costs a futex wake here and a wait there per event. A publish that does not
- * kick leaves ext_kick_due for the worker thread, which rings the consumers' bells (from any thread, a
- * spurious ring costs a re-check) and, while events flow, wakes every millisecond to do so.
+ * kick leaves ext_kick_due for the worker thread, which rings the consumers' bells once this thread has not
+ * kicked for a millisecond (the tail of a burst; sl__ext_ring_due). Only the first publish left unkicked
+ * after the worker rang rings the worker's own bell (it may be in a long sleep), so a steady flow costs
+ * this thread no system call but its own kicks.
  */
 static int sl__emit_direct(sl_ctx_t *ctx, const sl_emit_t *em, uint32_t overdraft)
 {
@@ -184,11 +187,12 @@ static int sl__emit_direct(sl_ctx_t *ctx, const sl_emit_t *em, uint32_t overdraf
         return rc;
     sl__out_publish(ctx->inst);
     uint64_t now = sl_now_ns();
-    if (now - ctx->ext_kick_ns >= SL_NS_PER_MS) {
-        ctx->ext_kick_ns = now;
+    if (now - atomic_load_explicit(&ctx->ext_kick_ns, memory_order_relaxed) >= SL_NS_PER_MS) {
+        atomic_store_explicit(&ctx->ext_kick_ns, now, memory_order_relaxed);
         sl__out_kick(ctx->inst);
-    } else {
-        atomic_store_explicit(&ctx->ext_kick_due, true, memory_order_release);
+    } else if (!atomic_load_explicit(&ctx->ext_kick_due, memory_order_relaxed) &&
+               !atomic_exchange(&ctx->ext_kick_due, true)) {
+        sl_bell_ring(ctx->inst->bell); /* the worker thread: only if it sleeps */
     }
     atomic_store_explicit(&ctx->inst->stats->events_out, ++ctx->ext_out, memory_order_relaxed);
     return 0;
@@ -209,7 +213,7 @@ int sl_emit_wait(sl_ctx_t *ctx, const sl_emit_t *em, uint64_t timeout_ns)
         if (now >= deadline)
             return SL_ETIMEDOUT;
         sl__out_kick(ctx->inst); /* nothing published waits for the clock while we wait for demand */
-        ctx->ext_kick_ns = now;
+        atomic_store_explicit(&ctx->ext_kick_ns, now, memory_order_relaxed);
         sl_bell_wait(ctx->inst->bell, sl__ext_ready, ctx, SL_MIN(deadline - now, SL_WORKER_TICK_NS));
     }
 }
@@ -614,8 +618,9 @@ static bool sl__ready(void *arg)
     sl_inst_t *inst = ctx->inst;
     if (inst->ops->kind == SL_KIND_PRODUCER && sl__stop_requested(inst))
         return true;
-    if (ctx->external) /* its outputs are its thread's: the worker thread waits for timers and stop */
-        return false;
+    if (ctx->external) /* its outputs are its thread's: the worker thread waits for timers, stop, and a
+                        * publish left unkicked while it slept with nothing due (sl__ext_ring_due) */
+        return ctx->ext_idle && atomic_load(&ctx->ext_kick_due);
     if (!sl__stash_empty(&ctx->stash))
         return sl__out_ready(inst, &ctx->stash);
     if (inst->n_out > 0 && sl__out_demand(inst) == 0)
@@ -628,17 +633,26 @@ static bool sl__ready(void *arg)
     return false;
 }
 
-/* External producers: rings the consumers for what the stage's thread published without kicking, and
- * returns how long the worker may sleep: a millisecond while that thread emits, else a whole tick. */
-static uint64_t sl__ext_ring_due(sl_ctx_t *ctx, uint64_t *seen)
+/*
+ * External producers: rings the consumers for what the stage's thread published without kicking once that
+ * thread has not kicked for a millisecond (while it goes on emitting, its own kicks deliver: ringing too
+ * would wake the consumers twice as often), and returns how long the worker may sleep: until that
+ * millisecond is over while something is due, else the caller's whole timeout (ext_idle: the first
+ * unkicked publish then wakes the worker; sl__ready sees it). The tail of a burst waits at most about a
+ * millisecond, however long the worker slept before the burst.
+ */
+static uint64_t sl__ext_ring_due(sl_ctx_t *ctx, uint64_t now, uint64_t timeout)
 {
-    if (atomic_exchange_explicit(&ctx->ext_kick_due, false, memory_order_acq_rel))
+    ctx->ext_idle = false;
+    if (atomic_load(&ctx->ext_kick_due)) {
+        uint64_t at = atomic_load_explicit(&ctx->ext_kick_ns, memory_order_relaxed) + SL_NS_PER_MS;
+        if (now < at) /* a little past it: the emitting thread's own kick usually comes first */
+            return SL_MIN(timeout, at - now + SL_NS_PER_MS / 8);
+        atomic_store(&ctx->ext_kick_due, false);
         sl__out_ring(ctx->inst);
-    uint64_t out = atomic_load_explicit(&ctx->inst->stats->events_out, memory_order_relaxed);
-    if (out == *seen)
-        return SL_WORKER_TICK_NS;
-    *seen = out;
-    return SL_NS_PER_MS;
+    }
+    ctx->ext_idle = true;
+    return timeout;
 }
 
 static bool sl__stash_ready(void *arg)
@@ -793,7 +807,7 @@ int sl__worker_main(sl_runtime_t *rt, sl_inst_t *inst)
     }
     sl__quarantine_suspect(&ctx);
     int64_t r;
-    uint64_t last_kick = 0, sleeps = 0, ext_seen = 0;
+    uint64_t last_kick = 0, sleeps = 0;
     bool progressed = false;
     for (;;) {
         r = sl__pass(&ctx);
@@ -818,10 +832,16 @@ int sl__worker_main(sl_runtime_t *rt, sl_inst_t *inst)
         uint64_t timeout = SL_WORKER_TICK_NS;
         if (ctx.timer_ns)
             timeout = ctx.timer_ns > now ? SL_MIN(timeout, ctx.timer_ns - now) : 0;
-        if (!ctx.external)
+        if (!ctx.external) {
             sl__out_kick(inst); /* nothing published waits on a batch threshold while we sleep */
-        else
-            timeout = SL_MIN(timeout, sl__ext_ring_due(&ctx, &ext_seen));
+        } else if (timeout) {
+            /* The worker thread of an external producer waits for clocks, not for a peer: no yields. */
+            timeout = sl__ext_ring_due(&ctx, now, timeout);
+            sleeps++;
+            sl_bell_sleep(inst->bell, sl__ready, &ctx, timeout);
+            ctx.ext_idle = false;
+            continue;
+        }
         if (timeout) {
             sleeps++;
             sl_bell_wait(inst->bell, sl__ready, &ctx, timeout);
