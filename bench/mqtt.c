@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -271,6 +272,102 @@ static double process_cpu_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/*
+ * SLUICE_BENCH_MQTT_CPU=1: where the CPU of a backlog drain goes, per thread of every process involved
+ * (mosquitto; the raw subscriber's process; sluice's master and each worker), from /proc: CPU seconds,
+ * cores (CPU / drain wall time), microseconds and context switches per message. It answers "is the broker
+ * or the machine the limit?" with figures, and shows which thread of sluice costs what.
+ */
+#define CPU_THREADS 64
+typedef struct th_cpu_s {
+    int pid, tid;
+    char comm[24];
+    double cpu;     /* user + system seconds */
+    long vcs, nvcs; /* voluntary, involuntary context switches */
+} th_cpu_t;
+
+typedef struct cpu_snap_s {
+    size_t n;
+    th_cpu_t t[CPU_THREADS];
+} cpu_snap_t;
+
+static bool cpu_split_on(void) { return getenv("SLUICE_BENCH_MQTT_CPU") != NULL; }
+
+static void snap_thread(cpu_snap_t *s, int pid, int tid)
+{
+    if (s->n >= CPU_THREADS)
+        return;
+    th_cpu_t *t = &s->t[s->n];
+    memset(t, 0, sizeof *t);
+    t->pid = pid;
+    t->tid = tid;
+    char path[96], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/task/%d/stat", pid, tid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return;
+    bool ok = fgets(buf, sizeof buf, f) != NULL;
+    fclose(f);
+    const char *open = strchr(buf, '('), *close = strrchr(buf, ')');
+    unsigned long long ut = 0, st = 0;
+    if (!ok || open == NULL || close == NULL ||
+        sscanf(close + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return;
+    snprintf(t->comm, sizeof t->comm, "%.*s", (int)SL_MIN((size_t)(close - open - 1), sizeof t->comm - 1), open + 1);
+    t->cpu = (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+    snprintf(path, sizeof path, "/proc/%d/task/%d/status", pid, tid);
+    f = fopen(path, "r");
+    while (f && fgets(buf, sizeof buf, f)) {
+        sscanf(buf, "voluntary_ctxt_switches: %ld", &t->vcs);
+        sscanf(buf, "nonvoluntary_ctxt_switches: %ld", &t->nvcs);
+    }
+    if (f)
+        fclose(f);
+    s->n++;
+}
+
+/* Adds every thread of pid, and with tree every thread of its sluice workers too. */
+static void snap_proc(cpu_snap_t *s, pid_t pid, bool tree)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    for (struct dirent *e; d && (e = readdir(d)) != NULL;)
+        if (e->d_name[0] != '.')
+            snap_thread(s, (int)pid, atoi(e->d_name));
+    if (d)
+        closedir(d);
+    pid_t kids[32];
+    size_t n = tree ? sl_th_children(pid, kids, 32) : 0;
+    for (size_t i = 0; i < n; i++)
+        snap_proc(s, kids[i], false);
+}
+
+/* Prints what each thread of `after` spent since `before` (a thread absent from before started after it). */
+static void cpu_split_print(const char *side, const cpu_snap_t *before, const cpu_snap_t *after, double wall_s,
+                            double msgs)
+{
+    double total = 0;
+    for (size_t i = 0; i < after->n; i++) {
+        const th_cpu_t *a = &after->t[i];
+        th_cpu_t z = {0};
+        const th_cpu_t *b = &z;
+        for (size_t k = 0; before && k < before->n; k++)
+            if (before->t[k].tid == a->tid)
+                b = &before->t[k];
+        double cpu = a->cpu - b->cpu;
+        long cs = (a->vcs - b->vcs) + (a->nvcs - b->nvcs);
+        total += cpu;
+        if (cpu < 0.005 && cs < 100)
+            continue;
+        printf("  cpu %s: %d/%d %-16s %6.2f s %5.2f cores %6.2f us/msg ctxsw %ld+%ld (%.3f/msg)\n", side, a->pid,
+               a->tid, a->comm, cpu, wall_s > 0 ? cpu / wall_s : 0, msgs > 0 ? cpu * 1e6 / msgs : 0, a->vcs - b->vcs,
+               a->nvcs - b->nvcs, msgs > 0 ? (double)cs / msgs : 0);
+    }
+    printf("  cpu %s: total %.2f s over %.2f s wall = %.2f cores, %.2f us/msg\n", side, total, wall_s,
+           wall_s > 0 ? total / wall_s : 0, msgs > 0 ? total * 1e6 / msgs : 0);
+}
+
 /* One run of sluice; returns events/s, and in backlog mode the CPU it spent per message (its whole process
  * tree, from its start to the last message), in *cpu_us. */
 static double run_sluice(bench_t *b, int qos, bool backlog, int concurrency, sl_bench_proc_t *mem, uint64_t *lost,
@@ -286,6 +383,10 @@ static double run_sluice(bench_t *b, int qos, bool backlog, int concurrency, sl_
         publish(b, qos);
         t0 = 1; /* from the connect line */
     }
+    static cpu_snap_t mq0, mq1, sl1;
+    mq0.n = mq1.n = sl1.n = 0;
+    if (backlog && cpu_split_on())
+        snap_proc(&mq0, b->mq.pid, false);
     if (!sluice_start(b))
         return 0;
     /* Backlog: the broker starts sending before "subscribed to" is logged, so the CPU counts from the start
@@ -313,6 +414,13 @@ static double run_sluice(bench_t *b, int qos, bool backlog, int concurrency, sl_
         fprintf(stderr, "bench: sluice got %.0f of %llu messages (qos %d%s)\n", got, (unsigned long long)b->n, qos,
                 backlog ? ", backlog" : "");
     *cpu_us = backlog && got > 0 ? (tree_cpu_s(b->th.pid) - cpu0) * 1e6 / got : 0;
+    if (backlog && cpu_split_on()) {
+        snap_proc(&sl1, b->th.pid, true);
+        snap_proc(&mq1, b->mq.pid, false);
+        double wall = t1 > t0 ? (double)(t1 - t0) / 1e3 : 0;
+        cpu_split_print("sluice", NULL, &sl1, wall, got);
+        cpu_split_print("broker(sluice run)", &mq0, &mq1, wall, got);
+    }
     sluice_stop(b, mem);
     verify_counts(b, lost, dups);
     for (int k = 0; k < concurrency; k++) {
@@ -336,6 +444,12 @@ static double run_raw(bench_t *b, int qos, bool backlog, double *cpu_us)
         publish(b, qos);
     }
     atomic_store(&raw_count, 0);
+    static cpu_snap_t mq0, mq1, me0, me1;
+    mq0.n = mq1.n = me0.n = me1.n = 0;
+    if (backlog && cpu_split_on()) {
+        snap_proc(&mq0, b->mq.pid, false);
+        snap_proc(&me0, getpid(), false);
+    }
     uint64_t t0 = sl_now_ns();
     double cpu0 = process_cpu_s();
     if (backlog) {
@@ -356,6 +470,12 @@ static double run_raw(bench_t *b, int qos, bool backlog, double *cpu_us)
                 (unsigned long long)b->n, qos, backlog ? ", backlog" : "");
     uint64_t dt = t1 - t0;
     *cpu_us = backlog && got > 0 ? (process_cpu_s() - cpu0) * 1e6 / (double)got : 0;
+    if (backlog && cpu_split_on()) {
+        snap_proc(&me1, getpid(), false);
+        snap_proc(&mq1, b->mq.pid, false);
+        cpu_split_print("raw", &me0, &me1, (double)dt / 1e9, (double)got);
+        cpu_split_print("broker(raw run)", &mq0, &mq1, (double)dt / 1e9, (double)got);
+    }
     if (!backlog)
         pthread_join(t, NULL);
     raw_close(cli);
