@@ -2,8 +2,10 @@
  * The `kafka` sink: produces every event with librdkafka and acknowledges it from its delivery report
  * (see kafka_int.h for the invariants).
  *
- * Nothing in the runtime polls librdkafka, so the sink does: after each handle_events, and from a timer
- * every SL_KAFKA_POLL_NS while messages are in flight or waiting in the backlog. Batching is librdkafka's
+ * Nothing in the runtime polls librdkafka, so the sink does: after each handle_events, from a timer every
+ * SL_KAFKA_POLL_NS while messages are in flight, and while events wait in the backlog (librdkafka's queue
+ * is full) from a timer due at once whose poll blocks until the first delivery report, at most
+ * SL_KAFKA_POLL_NS (a raw producer's rd_kafka_poll(rk, 1) on queue-full). Batching is librdkafka's
  * (linger, batch_size, batch_bytes per partition): the sink hands it events as they come.
  */
 #include <stdlib.h>
@@ -16,7 +18,9 @@ static void sl__ksink_arm(sl_ksink_t *ks)
 {
     sl__metric_set(ks->m_in_flight, ks->in_flight);
     sl__metric_set(ks->m_backlog, ks->backlog_n);
-    sl_ctx_set_timer(ks->ctx, ks->in_flight || ks->backlog_n ? sl_now_ns() + SL_KAFKA_POLL_NS : 0);
+    /* While events wait for room, the timer is due at once and its poll blocks (below). */
+    uint64_t due = ks->backlog_n ? sl_now_ns() : ks->in_flight ? sl_now_ns() + SL_KAFKA_POLL_NS : 0;
+    sl_ctx_set_timer(ks->ctx, due);
 }
 
 static int sl__ksink_events(sl_ctx_t *ctx, void *state, const sl_event_t *evs, size_t n)
@@ -37,7 +41,9 @@ static int sl__ksink_events(sl_ctx_t *ctx, void *state, const sl_event_t *evs, s
 static int sl__ksink_timer(sl_ctx_t *ctx, void *state)
 {
     sl_ksink_t *ks = state;
-    sl__ksink_poll(ks, 0);
+    /* librdkafka's queue is full: wait for its first delivery report (which makes room) in librdkafka,
+     * at most SL_KAFKA_POLL_NS, as a raw producer does, rather than sleeping a whole tick. */
+    sl__ksink_poll(ks, ks->backlog_n ? (int)(SL_KAFKA_POLL_NS / SL_NS_PER_MS) : 0);
     int rc = sl__ksink_backlog(ks);
     if (rc != 0)
         return rc;
