@@ -194,8 +194,10 @@ int main(int argc, char **argv)
     const char *external = NULL; /* -b: an outside cluster (with a topic "bench"), e.g. to profile one side */
     const char *sluice = "build/sluice", *dir = "/tmp";
     /* The sink's input ring bounds the events in flight to Kafka (they stay in it until their delivery
-     * report): 16 MiB holds ~60k of these events, several of librdkafka's batches. */
-    const char *capacity = "16MiB";
+     * report): 8 MiB holds ~30k of these events, several of librdkafka's batches. Measured (21:14-21:18,
+     * load 4-6, alternating runs): 8 MiB spends 15-25% less CPU per event than 16 MiB (less memory in
+     * flight for the broker threads' copies), 4 MiB collapses (small requests, 2x the CPU). -c to compare. */
+    const char *capacity = "8MiB";
     while ((c = getopt(argc, argv, "n:r:s:Hc:Cd:b:R")) != -1) {
         switch (c) {
         case 'C': replay = true; break;
@@ -295,8 +297,9 @@ int main(int argc, char **argv)
     char name[64], extra[256];
     snprintf(name, sizeof name, "kafka%s%s", replay ? "_replay" : "", headers ? "_headers" : "");
     snprintf(extra, sizeof extra,
-             "fork_to_exit_events_per_s=%.0f cpu_ns_per_event=%.0f raw_cpu_ns_per_event=%.0f cpu_ratio=%.2f",
-             sl_bench_median(whole, runs), mc_, mrc, mc_ > 0 ? mrc / mc_ : 0);
+             "fork_to_exit_events_per_s=%.0f cpu_ns_per_event=%.0f raw_cpu_ns_per_event=%.0f cpu_ratio=%.2f "
+             "sink_capacity=%s",
+             sl_bench_median(whole, runs), mc_, mrc, mc_ > 0 ? mrc / mc_ : 0, capacity);
     sl_bench_result(name, ms, mr, &mem, extra);
     return ms > 0 && mr > 0 ? 0 : 1;
 }
