@@ -6,13 +6,7 @@
 # consumer cost in latency. Not the broker's or the publisher's part. Prints one line per run.
 set -euo pipefail
 bin=$1 n=$2 rate=$3 qos=$4 runs=${5:-1}
-d=$(mktemp -d /tmp/sluice-mqtt-latency-XXXXXX)
-trap 'rm -rf "$d"' EXIT
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000000\nmax_inflight_messages 100\n' \
-  "$port" > "$d/mosquitto.conf"
-mosquitto -c "$d/mosquitto.conf" > "$d/mosquitto.log" 2>&1 & mpid=$!
-sleep 0.5
+. "$(dirname "$0")/mqtt_broker.sh"
 cat > "$d/pipeline.yaml" <<Y
 pipeline: { name: latency }
 metrics: { enabled: false, latency: true }
@@ -33,5 +27,4 @@ for r in $(seq 1 "$runs"); do
   got=$(grep -a '\[total\]' "$d/sluice.log" | grep -o 'out in [0-9.k]*' || true)
   echo "mqtt_latency: run $r rate=$rate qos=$qos n=$n ($got) $lat"
 done
-kill "$mpid"
-wait "$mpid" 2>/dev/null || true
+mqtt_broker_stop

@@ -5,13 +5,7 @@
 # builds with each other at the same rate, not with the figures of a run without strace.
 set -euo pipefail
 bin=$1 n=$2 rate=$3 qos=$4
-d=$(mktemp -d /tmp/sluice-mqtt-syscalls-XXXXXX)
-trap 'rm -rf "$d"' EXIT
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000000\nmax_inflight_messages 100\n' \
-  "$port" > "$d/mosquitto.conf"
-mosquitto -c "$d/mosquitto.conf" > "$d/mosquitto.log" 2>&1 & mpid=$!
-sleep 0.5
+. "$(dirname "$0")/mqtt_broker.sh"
 cat > "$d/pipeline.yaml" <<Y
 pipeline: { name: syscalls }
 metrics: { enabled: false }
@@ -28,7 +22,7 @@ sleep 1.5
 sleep "${SLUICE_BENCH_DRAIN_WAIT:-8}" # the traced source is slow: let it drain
 pkill -TERM -P "$spid" || true       # the master, child of strace: it drains and exits
 wait "$spid" || true
-kill "$mpid"; wait "$mpid" 2>/dev/null || true
+mqtt_broker_stop
 got=$(grep -o 'out#0\] took [0-9]*' "$d/sluice.log" | awk '{print $3}')
 f=$(awk '$NF == "futex" {print $4}' "$d/strace.txt"); y=$(awk '$NF == "sched_yield" {print $4}' "$d/strace.txt")
 python3 -c "g = max(1, ${got:-0}); print(f'mqtt_syscalls: messages={${got:-0}} of $n rate=$rate qos=$qos futex={${f:-0}} sched_yield={${y:-0}} futex_per_msg={${f:-0} / g:.3f} yield_per_msg={${y:-0} / g:.3f}')"
