@@ -481,10 +481,15 @@ void sl_chan_commit(sl_chan_t *ch, uint64_t pos, uint64_t events)
     ch->c_commit_events = events;
     /* Dekker again: the producer stores room_wanted, announces its sleep (seq_cst) and re-reads commit;
      * we store commit, fence, and read room_wanted. Either we see its new room_wanted, or it sees our
-     * commit and does not sleep. */
+     * commit and does not sleep. A wish we ring for is consumed (unless the producer has since made
+     * another), so a producer that sleeps for demand, not room, is not woken by every later commit. */
     atomic_thread_fence(memory_order_seq_cst);
-    if (pos >= atomic_load_explicit(&c->room_wanted, memory_order_relaxed))
+    uint64_t want = atomic_load_explicit(&c->room_wanted, memory_order_relaxed);
+    if (pos >= want) {
+        atomic_compare_exchange_strong_explicit(&c->room_wanted, &want, UINT64_MAX, memory_order_relaxed,
+                                                memory_order_relaxed);
         sl_bell_ring(ch->pbell);
+    }
 }
 
 void sl_chan_ask(sl_chan_t *ch, uint64_t asked)
