@@ -220,6 +220,18 @@ static void verify_counts(bench_t *b, uint64_t *lost, uint64_t *dups)
     unsigned long long l = 0, d = 0;
     if (hit == NULL || sscanf(strstr(hit, "lost "), "lost %llu, duplicates %llu", &l, &d) != 2)
         fprintf(stderr, "bench: no verify line in sluice's log\n");
+    if ((l || d) && b->concurrency == 1) { /* one connection keeps the order: keep the evidence */
+        char path[96];
+        snprintf(path, sizeof path, "/tmp/sluice-bench-mqtt-seq-%d-%llu.log", (int)getpid(),
+                 (unsigned long long)wall_ms());
+        FILE *f = fopen(path, "w");
+        if (f != NULL) {
+            fputs(sl_th_log(&b->th), f);
+            fclose(f);
+        }
+        fprintf(stderr, "bench: sequence check of one connection: lost %llu, duplicates %llu; sluice's log in %s\n", l,
+                d, path);
+    }
     *lost += l;
     *dups += d;
 }
