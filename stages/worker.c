@@ -544,7 +544,8 @@ static size_t sl__take(sl_ctx_t *ctx, uint32_t i, size_t limit, uint64_t max_byt
  */
 static uint64_t sl__take_budget(sl_ctx_t *ctx)
 {
-    return (sl__out_room(ctx->inst) + (ctx->stash.cap - ctx->stash.tail)) / 2;
+    uint64_t room = sl__out_room(ctx->inst), stash = ctx->stash.cap - ctx->stash.tail;
+    return room > UINT64_MAX - stash ? UINT64_MAX / 2 : (room + stash) / 2; /* no limit when no group counts */
 }
 
 /* One pass over the inputs, fairly (round-robin start). Returns events handled, or a negative code. */
