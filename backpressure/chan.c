@@ -329,8 +329,7 @@ void sl_chan_push(sl_chan_t *ch)
 uint64_t sl_chan_run_room(sl_chan_t *ch, uint64_t *events)
 {
     *events = sl_chan_grant(ch, true);
-    ch->p_limit = sl__pair_bytes(&ch->ctl->ack) + ch->cap;
-    return SL_MIN(ch->p_limit - ch->p_head, ch->cap - (ch->p_head & ch->mask));
+    return SL_MIN(sl_chan_room(ch), ch->cap - (ch->p_head & ch->mask));
 }
 
 void sl_chan_append_run(sl_chan_t *ch, const void *recs, uint64_t bytes, uint64_t events)
