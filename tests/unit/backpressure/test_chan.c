@@ -216,6 +216,45 @@ static void test_demand_limits_producer(void **state)
 }
 
 /* Taken and not committed is delivered again to a re-attached consumer, from commit on. */
+/* A commit rings a sleeping producer only for the room it asked for: a producer that sleeps for demand is
+ * not woken by every commit (a room wish used to stay set for ever), and one that waits for room is woken
+ * once a quarter of the ring is free, not before. The sleep is simulated by the bell's sleeping word; the
+ * bell counts the wake-ups it makes. */
+static void test_commit_rings_for_room_only(void **state)
+{
+    sl_chan_t *ch = *state;
+    sl_bell_t *pb = sl_chan_producer_bell(ch);
+    sl_chan_ask(ch, 1000);
+    for (uint64_t i = 0; i < 8; i++)
+        assert_int_equal(put(ch, i, 96), 0);
+    sl_chan_publish(ch);
+    const sl_rec_t *r;
+    uint32_t rings = atomic_load(&pb->rings);
+    for (int i = 0; i < 8; i++) { /* the producer sleeps for demand; each commit frees a record */
+        assert_int_equal(sl_chan_next(ch, &r), 0);
+        atomic_store(&pb->sleeping, 1);
+        sl_chan_commit(ch, sl_chan_read_pos(ch), sl_chan_read_events(ch));
+    }
+    /* The channel starts with a wish of 0 (a recovered producer may wait): the first commit may ring. */
+    assert_true(atomic_load(&pb->rings) - rings <= 1);
+    atomic_store(&pb->sleeping, 0);
+    int n = 0; /* fill to the brim: the producer now wants a quarter of the ring free */
+    while (put(ch, 100 + (uint64_t)n, 96) == 0)
+        n++;
+    assert_int_equal(n, 32);
+    sl_chan_publish(ch);
+    assert_true(sl_chan_blocked(ch, 128)); /* as a producer checks before it sleeps: the wish, published */
+    rings = atomic_load(&pb->rings);
+    for (int i = 0; i < 32; i++) {
+        assert_int_equal(sl_chan_next(ch, &r), 0);
+        atomic_store(&pb->sleeping, 1);
+        sl_chan_commit(ch, sl_chan_read_pos(ch), sl_chan_read_events(ch));
+        /* 8 records of 128 bytes are a quarter of 4096: rung at the 8th commit, then never again */
+        assert_int_equal(atomic_load(&pb->rings) - rings, i < 7 ? 0u : 1u);
+    }
+    atomic_store(&pb->sleeping, 0);
+}
+
 static void test_redelivery_from_commit(void **state)
 {
     sl_chan_t *ch = *state;
@@ -316,6 +355,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_full_empty_edges, setup, teardown),
         cmocka_unit_test_setup_teardown(test_demand_limits_producer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_append_runs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_rings_for_room_only, setup, teardown),
         cmocka_unit_test_setup_teardown(test_redelivery_from_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_framing_detected, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_is_eof_after_drain, setup, teardown),
