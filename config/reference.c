@@ -21,7 +21,7 @@ static const char sl__ref_intro[] =
     "\n"
     "```yaml\n"
     "pipeline: { name: fleet-relay }\n"
-    "channels: { max_demand: 1000, capacity: 1MiB, memory_limit: 256MiB }\n"
+    "channels: { max_demand: 4000, capacity: 1MiB, memory_limit: 256MiB }\n"
     "sources:\n"
     "  - { name: fleet, type: generator, count: 1_000_000 }\n"
     "stages:\n"

@@ -61,7 +61,7 @@ static const sl__key_t sl__keys[] = {
     {"pipeline", "name", SL_PARAM_STRING, "sluice", NULL, NULL, NULL, NULL, SL__IDENT, 0,
      "Name of the pipeline in logs, metrics and the summary."},
 
-    {"channels", "max_demand", SL_PARAM_COUNT, "1000", NULL, "1", "1_000_000", NULL, SL__NOCHECK, 0,
+    {"channels", "max_demand", SL_PARAM_COUNT, "4000", NULL, "1", "1_000_000", NULL, SL__NOCHECK, 0,
      "Events a consumer asks for at once; the default of every node's max_demand."},
     {"channels", "min_demand", SL_PARAM_COUNT, NULL, "max_demand / 2", "0", "999_999", NULL, SL__NOCHECK, 0,
      "A consumer asks again when its outstanding demand falls to this; must be below max_demand."},

@@ -160,6 +160,7 @@ static void test_random_kills_lose_nothing(void **state)
     sl_th_t *th = *state;
     sl_th_config(th,
                  "pipeline: { name: kills }\n"
+                 "channels: { max_demand: 1000 }\n" /* the bound on duplicates below */
                  "supervision: { max_restarts: 100_000, max_seconds: 1s }\n"
                  "sources: [ { name: fleet, type: generator, count: 1_000_000, devices: 100, rate: 100_000 } ]\n"
                  "stages:\n"

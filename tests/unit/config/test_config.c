@@ -444,7 +444,7 @@ static void test_accessors(void **state)
     assert_int_equal(sl_conf_int(boom, "exit_code"), 7);
     assert_string_equal(sl_conf_str(boom, "signal"), "SIGSEGV");
     assert_string_equal(sl_conf_str(boom, "crash_on_key"), "");
-    assert_int_equal(out->max_demand, 1000);
+    assert_int_equal(out->max_demand, 4000);
     assert_int_equal(out->min_demand, 10);
     assert_int_equal(out->n_from, 1);
     assert_string_equal(out->from[0], "boom");
