@@ -279,6 +279,29 @@ static void sl__chan_want_room(sl_chan_t *ch, uint64_t span)
     atomic_store_explicit(&ch->ctl->room_wanted, SL_MIN(want, published), memory_order_relaxed);
 }
 
+/* How far ahead of the record being written the producer asks for the ring's cache lines (bytes). */
+#define SL_CHAN_PREFETCH_AHEAD 1024u
+
+/*
+ * Asks for the cache lines of ring bytes [from, from + len) for writing, as far as the room known to be
+ * free goes. The consumer's core read those lines last and holds them: a store that misses waits ~100 ns
+ * for them, and the store buffer drains in order, so every later load of a just-stored byte (the
+ * generator's template after rewriting its fields) waited with it. Asked a few records ahead, the lines
+ * are here when the stores come: generator -> null, 2M events, 0.28 -> 0.19 s and 0.26 -> 0.18 s of CPU;
+ * generator -> kafka 8% less CPU (medians of 5 and 3 alternated runs, 2026-11-26). On x86-64 PREFETCHW
+ * (a hint: an older CPU without it executes a no-op).
+ */
+static inline void sl__chan_prefetch_room(const sl_chan_t *ch, uint64_t from, uint64_t len)
+{
+    for (uint64_t a = from & ~(uint64_t)63; a < from + len && a + 64 <= ch->p_limit; a += 64) {
+#if defined(__x86_64__)
+        __asm__ volatile("prefetchw %0" ::"m"(ch->data[a & ch->mask]));
+#else
+        __builtin_prefetch(&ch->data[a & ch->mask], 1, 3);
+#endif
+    }
+}
+
 int sl_chan_reserve(sl_chan_t *ch, size_t body_len, sl_rec_t **rec)
 {
     return sl_chan_reserve_over(ch, body_len, rec, 0);
@@ -311,6 +334,7 @@ int sl_chan_reserve_over(sl_chan_t *ch, size_t body_len, sl_rec_t **rec, uint32_
         ch->p_head += span - need;
     }
     sl_rec_t *r = (sl_rec_t *)(ch->data + (ch->p_head & ch->mask));
+    sl__chan_prefetch_room(ch, ch->p_head + need + SL_CHAN_PREFETCH_AHEAD, need);
     memset(r, 0, sizeof *r);
     r->len = (uint32_t)body_len;
     ch->p_res_need = need;
