@@ -41,43 +41,6 @@ typedef struct variant_s {
     int level;
 } variant_t;
 
-/* The generator's events as channel records, one after the other (8-byte aligned), built untimed. */
-static void build_records(uint64_t n, sl_buf_t *out)
-{
-    uint64_t wall = 0;
-    for (uint64_t i = 0; i < n; i++) {
-        char topic[40], key[12], payload[PAYLOAD + 1];
-        /* Like the generator: one receive time (and payload ts) per demand batch of 500 events. */
-        if (i % 500 == 0)
-            wall = sl_wall_ns();
-        unsigned d = (unsigned)(i % DEVICES);
-        snprintf(topic, sizeof topic, "fleet/dev-%07u/telemetry", d);
-        snprintf(key, sizeof key, "dev-%07u", d);
-        int pl = snprintf(payload, sizeof payload,
-                          "{\"device\":\"dev-%07u\",\"seq\":%-20llu,\"ts\":%13llu,\"temp\":21.50,\"hum\":40.2,"
-                          "\"bat\":3.71,\"pad\":\"",
-                          d, (unsigned long long)(i / DEVICES), (unsigned long long)(wall / SL_NS_PER_MS));
-        while (pl < PAYLOAD - 2)
-            payload[pl++] = 'x';
-        payload[pl++] = '"', payload[pl++] = '}';
-        size_t body = sl_rec_body_len((uint32_t)strlen(topic), 11, 24, PAYLOAD);
-        if (sl__buf_reserve(out, SL_ALIGN_UP(body, SL_REC_ALIGN)) != 0)
-            exit(1);
-        sl_rec_t *r = (sl_rec_t *)(out->p + out->len);
-        memset(r, 0, SL_ALIGN_UP(body, SL_REC_ALIGN));
-        r->topic_len = (uint16_t)strlen(topic), r->key_len = 11, r->attr_len = 4 + 9 + 11, r->payload_len = PAYLOAD;
-        r->qos = 1, r->ingest_ns = wall;
-        uint8_t *p = (uint8_t *)(r + 1);
-        memcpy(p, topic, r->topic_len), p += r->topic_len;
-        memcpy(p, key, 11), p += 11;
-        uint16_t nl = 9, vl = 11;
-        memcpy(p, &nl, 2), memcpy(p + 2, &vl, 2), memcpy(p + 4, "device_id", 9), memcpy(p + 13, key, 11), p += 24;
-        memcpy(p, payload, PAYLOAD);
-        r->len = (uint32_t)body;
-        out->len += SL_ALIGN_UP(body, SL_REC_ALIGN);
-    }
-}
-
 typedef struct raw_out_s {
     FILE *f;
     gzFile gz;
@@ -198,7 +161,8 @@ int main(int argc, char **argv)
         {"files_zstd1", "zstd", "ndjson.zst", 1},
     };
     sl_buf_t recs = {0};
-    build_records(n, &recs);
+    recs.p = sl_bench_gen_records(n, DEVICES, PAYLOAD, &recs.len);
+    recs.cap = recs.len;
     printf("sluice: generator -> file sink (NDJSON envelope, batches of 1000, sync none, one file)\n"
            "raw:    the same records from memory, encoded by the sink's encoder, written by fwrite / gzwrite / "
            "a zstd stream at the same level (one process)\n");

@@ -4,8 +4,12 @@
  * cluster that this program hosts (its brokers listen on 127.0.0.1, so sluice reaches them over TCP).
  *
  * Settings on both sides: idempotent, acks=all, linger 5 ms, batch.num.messages 10000, batch.size 1 MiB,
- * no message timeout, no compression, no headers (-H adds sluice's headers on both sides); keys are the
- * 11-byte device ids of 1000 devices, payloads 180 bytes. A run ends when every delivery report is in.
+ * no message timeout, no compression, no headers (-H adds sluice's headers on both sides). Both send the
+ * same events: the generator's (keys the 11-byte ids of 1000 devices, 180-byte JSON payloads with a
+ * per-device sequence number), which the raw producer reads from memory where they were built before the
+ * run, each event at its own address (until 2026-11-26 it sent one static 180-byte buffer a million times,
+ * which librdkafka's broker thread copied from its L1 cache: a cheaper copy than any real payload's).
+ * A run ends when every delivery report is in.
  * Both sides are timed over the same window, from the first produce to the last delivery report (sluice's
  * sink logs its window); sluice's whole run, fork to exit, is printed too. CPU per event: sluice's process
  * tree (master, generator, sink, librdkafka's threads) against the raw producer's threads, each over its
@@ -32,6 +36,7 @@
 #include "bench/common/bench.h"
 #include "common/sl.h"
 #include "ingest/capture/capture.h"
+#include "stages/stages.h"
 
 #define PAYLOAD 180
 #define DEVICES 1000
@@ -122,9 +127,12 @@ static rd_kafka_t *raw_producer(const char *brokers)
     return rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
 }
 
-/* The raw limit: one producer, same shape of messages, zero-copy payloads like the sink. With a capture,
+/* The raw limit: one producer sending the generator's events (sl_bench_gen_records: the same keys and
+ * payloads, distinct bytes per event, read from memory as the sink reads them from its ring), payloads
+ * zero-copy like the sink; with -H the same headers as the sink's, made from each event. With a capture,
  * its payloads are read with the capture reader and copied into librdkafka (the reader reuses its buffer). */
-static double run_raw(const char *brokers, uint64_t n, bool headers, const char *capture, double *cpu)
+static double run_raw(const char *brokers, const uint8_t *recs, size_t recs_len, uint64_t n, bool headers,
+                      const char *capture, double *cpu)
 {
     sl_cap_reader_t *rd = NULL;
     if (capture && sl_cap_reader_open(capture, &rd) != 0)
@@ -132,26 +140,30 @@ static double run_raw(const char *brokers, uint64_t n, bool headers, const char 
     double c0 = process_cpu(), m0 = mock_cpu();
     rd_kafka_t *rk = raw_producer(brokers);
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, "bench", NULL);
-    static char payload[PAYLOAD], keys[DEVICES][12];
-    memset(payload, 'x', sizeof payload);
-    for (int d = 0; d < DEVICES; d++)
-        snprintf(keys[d], sizeof keys[d], "dev-%07d", d);
     g_delivered = g_failed = g_last_ns = 0;
     g_n = n;
     uint64_t t0 = sl_now_ns();
     sl_cap_rec_t rec;
     bool have = false;
+    size_t off = 0;
     for (uint64_t i = 0; i < n;) {
+        if (off >= recs_len)
+            off = 0; /* a capture of more events than built records: keys cycle */
+        sl_event_t ev;
+        sl_event_from_rec(&ev, (const sl_rec_t *)(recs + off));
         rd_kafka_headers_t *h = NULL;
         if (headers) {
+            char num[24];
             h = rd_kafka_headers_new(8);
-            rd_kafka_header_add(h, "mqtt_topic", -1, "fleet/dev-0000042/telemetry", -1);
-            rd_kafka_header_add(h, "mqtt_qos", -1, "1", 1);
-            rd_kafka_header_add(h, "received_ns", -1, "1795619255282188584", -1);
-            rd_kafka_header_add(h, "device_id", -1, keys[i % DEVICES], 11);
+            rd_kafka_header_add(h, "mqtt_topic", -1, ev.topic, ev.topic_len);
+            snprintf(num, sizeof num, "%u", ev.rec->qos);
+            rd_kafka_header_add(h, "mqtt_qos", -1, num, -1);
+            snprintf(num, sizeof num, "%llu", (unsigned long long)ev.ingest_ns);
+            rd_kafka_header_add(h, "received_ns", -1, num, -1);
+            rd_kafka_header_add(h, "device_id", -1, ev.key, ev.key_len);
         }
-        const void *value = payload;
-        size_t value_len = PAYLOAD;
+        const void *value = ev.payload;
+        size_t value_len = ev.payload_len;
         if (rd) {
             if (!have && sl_cap_reader_next(rd, &rec) != 0)
                 break;
@@ -160,11 +172,12 @@ static double run_raw(const char *brokers, uint64_t n, bool headers, const char 
         }
         rd_kafka_resp_err_t err =
             rd_kafka_producev(rk, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_MSGFLAGS(rd ? RD_KAFKA_MSG_F_COPY : 0),
-                              RD_KAFKA_V_VALUE((void *)value, value_len), RD_KAFKA_V_KEY(keys[i % DEVICES], 11),
+                              RD_KAFKA_V_VALUE((void *)value, value_len), RD_KAFKA_V_KEY(ev.key, ev.key_len),
                               RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
         if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
             i++;
             have = false;
+            off += SL_ALIGN_UP((size_t)ev.rec->len, SL_REC_ALIGN);
             continue;
         }
         if (h)
@@ -231,6 +244,8 @@ int main(int argc, char **argv)
         return 1;
     }
     mock_threads();
+    size_t recs_len;
+    uint8_t *recs = sl_bench_gen_records(n, DEVICES, PAYLOAD, &recs_len);
     const char *brokers = external ? external : rd_kafka_mock_cluster_bootstraps(mc);
     char cfg[] = "/tmp/sluice-bench-kafka-XXXXXX", capture[512], count[32], log[512];
     snprintf(capture, sizeof capture, "%s/sluice-bench-kafka-%d.cap", dir, (int)getpid());
@@ -256,10 +271,10 @@ int main(int argc, char **argv)
      * connections) would otherwise fall on the first raw run only and lower the raw median. */
     double warm_cpu;
     printf("warm-up (not counted): raw librdkafka %.2fM events/s\n",
-           run_raw(brokers, n, headers, replay ? capture : NULL, &warm_cpu) / 1e6);
+           run_raw(brokers, recs, recs_len, n, headers, replay ? capture : NULL, &warm_cpu) / 1e6);
     for (int r = 0; r < runs; r++) {
         double m0 = mock_cpu();
-        raw[r] = run_raw(brokers, n, headers, replay ? capture : NULL, &raw_cpu[r]);
+        raw[r] = run_raw(brokers, recs, recs_len, n, headers, replay ? capture : NULL, &raw_cpu[r]);
         double m1 = mock_cpu();
         if (raw_only) {
             printf("run %d: raw librdkafka %.2fM events/s, CPU per event %.0f ns\n", r + 1, raw[r] / 1e6,
@@ -286,6 +301,7 @@ int main(int argc, char **argv)
     unlink(cfg);
     if (replay)
         unlink(capture);
+    free(recs);
     if (raw_only)
         return 0;
     if (mc)

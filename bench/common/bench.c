@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "backpressure/backpressure.h"
 #include "common/sl.h"
 
 #define SL_BENCH_MSG 8192
@@ -309,4 +310,46 @@ double sl_bench_summary_count(const char *log, const char *node, uint64_t *t_ms)
             count = v, *t_ms = sl_bench_log_ms(l);
     }
     return count;
+}
+
+uint8_t *sl_bench_gen_records(uint64_t n, unsigned devices, unsigned payload_size, size_t *len)
+{
+    char topic[40], key[16], payload[4096];
+    if (devices == 0 || payload_size < 120 || payload_size >= sizeof payload)
+        exit(2);
+    size_t topic_len = (size_t)snprintf(topic, sizeof topic, "fleet/dev-%07u/telemetry", 0u);
+    size_t step = SL_ALIGN_UP(sl_rec_body_len(topic_len, 11, 24, payload_size), SL_REC_ALIGN);
+    uint8_t *buf = malloc(n * step + 1);
+    if (buf == NULL)
+        exit(1);
+    uint64_t wall = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        /* Like the generator: one receive time (and payload ts) per demand batch of 500 events. */
+        if (i % 500 == 0)
+            wall = sl_wall_ns();
+        unsigned d = (unsigned)(i % devices);
+        snprintf(topic, sizeof topic, "fleet/dev-%07u/telemetry", d);
+        snprintf(key, sizeof key, "dev-%07u", d);
+        int pl = snprintf(payload, sizeof payload,
+                          "{\"device\":\"dev-%07u\",\"seq\":%-20llu,\"ts\":%13llu,\"temp\":21.50,\"hum\":40.2,"
+                          "\"bat\":3.71,\"pad\":\"",
+                          d, (unsigned long long)(i / devices), (unsigned long long)(wall / SL_NS_PER_MS));
+        while (pl < (int)payload_size - 2)
+            payload[pl++] = 'x';
+        payload[pl++] = '"', payload[pl++] = '}';
+        sl_rec_t *r = (sl_rec_t *)(buf + i * step);
+        memset(r, 0, step);
+        r->topic_len = (uint16_t)topic_len, r->key_len = 11, r->attr_len = 4 + 9 + 11;
+        r->payload_len = payload_size;
+        r->qos = 1, r->ingest_ns = wall;
+        uint8_t *p = (uint8_t *)(r + 1);
+        memcpy(p, topic, topic_len), p += topic_len;
+        memcpy(p, key, 11), p += 11;
+        uint16_t nl = 9, vl = 11;
+        memcpy(p, &nl, 2), memcpy(p + 2, &vl, 2), memcpy(p + 4, "device_id", 9), memcpy(p + 13, key, 11), p += 24;
+        memcpy(p, payload, payload_size);
+        r->len = (uint32_t)sl_rec_body_len(topic_len, 11, 24, payload_size);
+    }
+    *len = n * step;
+    return buf;
 }

@@ -16,6 +16,7 @@
 #ifndef SL_BENCH_H
 #define SL_BENCH_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct sl_bench_proc_s {
@@ -44,6 +45,14 @@ void sl_bench_tree_sample(int root_pid, sl_bench_proc_t *acc);
 
 /* Folds one run's memory figures into the maxima kept over the runs. */
 void sl_bench_mem_max(sl_bench_proc_t *acc, const sl_bench_proc_t *run);
+
+/* The generator's events (what `type: generator` with `devices` and `payload_size` emits: topic
+ * fleet/dev-NNNNNNN/telemetry, key dev-NNNNNNN, attribute device_id, a JSON payload with the device, a
+ * per-device sequence number and a time, padded to payload_size >= 120) as n channel records laid out one
+ * after the other (SL_REC_ALIGN-aligned), built in memory, untimed, for a raw side to read: distinct bytes
+ * per event, as the sink reads them, never one buffer sent n times. Returns the malloc'd buffer (its
+ * length in *len), or exits on no memory. */
+uint8_t *sl_bench_gen_records(uint64_t n, unsigned devices, unsigned payload_size, size_t *len);
 
 /* Median of v[0..n) (sorts v). */
 double sl_bench_median(double *v, int n);
