@@ -187,6 +187,11 @@ void sl_chan_append_run(sl_chan_t *ch, const void *recs, uint64_t bytes, uint64_
  * eighth of the ring was published since the last ring. Returns the number of events published. */
 uint64_t sl_chan_publish(sl_chan_t *ch);
 
+/* sl_chan_publish() once at least a sixteenth of the ring waits pushed and unpublished; else nothing.
+ * A stage that emits a long pass calls it after each push, so that its first records do not wait for the
+ * end of the pass. Returns the number of events published. */
+uint64_t sl_chan_publish_due(sl_chan_t *ch);
+
 /* Rings the consumer's bell (if it sleeps) when anything was published since the last ring. A producer
  * calls it before it goes to sleep or idles, so no published record waits for a batch to fill. */
 void sl_chan_kick(sl_chan_t *ch);

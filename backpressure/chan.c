@@ -384,6 +384,11 @@ uint64_t sl_chan_publish(sl_chan_t *ch)
     return ch->p_sent - before;
 }
 
+uint64_t sl_chan_publish_due(sl_chan_t *ch)
+{
+    return ch->p_head - ch->p_pub_head >= ch->cap / 16 ? sl_chan_publish(ch) : 0;
+}
+
 void sl_chan_kick(sl_chan_t *ch)
 {
     uint64_t head = ch->p_pub_head;

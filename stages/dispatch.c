@@ -85,6 +85,7 @@ static int sl__write(sl_chan_t *ch, const sl_emit_t *em, const sl_rec_t *raw, si
         return rc;
     sl__fill(r, em, raw);
     sl_chan_push(ch);
+    sl_chan_publish_due(ch); /* a long pass shows its first records before its end */
     return 0;
 }
 
@@ -197,6 +198,7 @@ int sl__out_emit(sl_inst_t *inst, sl_stash_t *st, const sl_emit_t *em, const sl_
         if (sl_chan_reserve(inst->single, len, &r) == 0) {
             sl__fill(r, em, raw);
             sl_chan_push(inst->single);
+            sl_chan_publish_due(inst->single);
             inst->out[0].cur_grant = 0; /* the demand dispatcher's cached grant is stale now */
             return 0;
         }

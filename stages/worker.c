@@ -149,6 +149,7 @@ int sl_forward(sl_ctx_t *ctx, const sl_event_t *evs, size_t n)
             }
             if (k > i) {
                 sl_chan_append_run(ch, start, bytes, k - i);
+                sl_chan_publish_due(ch);
                 ctx->inst->out[0].cur_grant = 0; /* the demand dispatcher's cached grant is stale now */
                 ctx->out += k - i;
                 ctx->bytes_out += lens;

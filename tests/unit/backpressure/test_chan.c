@@ -92,6 +92,30 @@ static void test_wrap_every_size(void **state)
     assert_int_equal(put(ch, seq, max_payload + 1), SL_EMSGSIZE);
 }
 
+/* sl_chan_publish_due publishes once a sixteenth of the ring (256 of 4096 bytes) waits unpublished, and
+ * not before: a long pass shows its first records early, a short one still publishes at its end. */
+static void test_publish_due(void **state)
+{
+    sl_chan_t *ch = *state;
+    const sl_rec_t *r;
+    sl_chan_ask(ch, 1000);
+    assert_int_equal(put(ch, 0, 96), 0); /* 128 bytes pushed */
+    assert_int_equal(sl_chan_publish_due(ch), 0);
+    assert_int_equal(sl_chan_next(ch, &r), SL_EAGAIN);
+    assert_int_equal(put(ch, 1, 88), 0); /* 248 */
+    assert_int_equal(sl_chan_publish_due(ch), 0);
+    assert_int_equal(put(ch, 2, 0), 0); /* 280: past 256 */
+    assert_int_equal(sl_chan_publish_due(ch), 3);
+    for (uint64_t seq = 0; seq < 3; seq++) {
+        assert_int_equal(sl_chan_next(ch, &r), 0);
+        check(r, seq, seq == 0 ? 96 : seq == 1 ? 88 : 0);
+    }
+    assert_int_equal(sl_chan_publish_due(ch), 0); /* nothing new */
+    assert_int_equal(put(ch, 3, 8), 0);
+    assert_int_equal(sl_chan_publish_due(ch), 0);
+    assert_int_equal(sl_chan_publish(ch), 1); /* the end of a pass publishes the rest */
+}
+
 /* Fill to the brim: the producer is refused exactly when the bytes would pass capacity, and one commit
  * makes room again. Nothing is visible before publish. */
 static void test_full_empty_edges(void **state)
@@ -353,6 +377,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_capacity_rounding, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wrap_every_size, setup, teardown),
         cmocka_unit_test_setup_teardown(test_full_empty_edges, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_publish_due, setup, teardown),
         cmocka_unit_test_setup_teardown(test_demand_limits_producer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_append_runs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_rings_for_room_only, setup, teardown),
