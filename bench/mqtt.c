@@ -166,6 +166,12 @@ static void publish(bench_t *b, int qos)
                          (unsigned long long)i,
                          "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
                          "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+            /* Never let libmosquitto queue a QoS 1 message behind its in-flight window: a publish made while
+             * its network thread frees the window goes out ahead of the queued ones, and a whole window of
+             * 1000 then arrives late (both subscribers, sluice's and the raw one, saw such a block: 1000
+             * gaps and 1000 late duplicates, once in ~25 runs). */
+            while (qos > 0 && sent - atomic_load(&acked) >= 900)
+                nanosleep(&(struct timespec){0, 100000}, NULL);
             if (mosquitto_publish(mosq, NULL, topic, len, payload, qos, false) == MOSQ_ERR_SUCCESS)
                 sent++;
         }
