@@ -345,8 +345,8 @@ uint8_t *sl_bench_gen_records(uint64_t n, unsigned devices, unsigned payload_siz
         uint8_t *p = (uint8_t *)(r + 1);
         memcpy(p, topic, topic_len), p += topic_len;
         memcpy(p, key, 11), p += 11;
-        uint16_t nl = 9, vl = 11;
-        memcpy(p, &nl, 2), memcpy(p + 2, &vl, 2), memcpy(p + 4, "device_id", 9), memcpy(p + 13, key, 11), p += 24;
+        size_t alen = 0;
+        sl_rec_attr_put(p, 24, &alen, "device_id", 9, key, 11), p += 24;
         memcpy(p, payload, payload_size);
         r->len = (uint32_t)sl_rec_body_len(topic_len, 11, 24, payload_size);
     }
