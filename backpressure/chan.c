@@ -102,6 +102,7 @@ struct sl_chan_s {
     uint64_t cap, mask, max_rec;
     size_t map_len;
     int fd;
+    bool in_memory; /* a memfd (sl_chan_create), not a channel file */
     sl_bell_t *pbell, *cbell;
     /* Producer end, process-local. */
     uint64_t p_head, p_sent; /* including pushed, unpublished records */
@@ -197,7 +198,10 @@ int sl_chan_create(const char *name, size_t capacity, sl_chan_t **out)
     int fd = memfd_create(name ? name : "sluice-chan", MFD_CLOEXEC);
     if (fd < 0)
         return -errno;
-    return sl__chan_map(fd, name, cap, false, NULL, out);
+    int rc = sl__chan_map(fd, name, cap, false, NULL, out);
+    if (rc == 0)
+        (*out)->in_memory = true;
+    return rc;
 }
 
 int sl_chan_open(const char *path, const char *name, size_t capacity, bool *recovered, sl_chan_t **out)
@@ -234,10 +238,30 @@ size_t sl_chan_max_record(const sl_chan_t *ch) { return ch->max_rec; }
 int sl_chan_fd(const sl_chan_t *ch) { return ch->fd; }
 const char *sl_chan_name(const sl_chan_t *ch) { return ch->ctl->name; }
 
+/*
+ * Enters the whole ring in this process's page tables, writable, at once (each process has its own: a
+ * child does not inherit them for a shared mapping). Otherwise the first lap faults each 4 KiB page in,
+ * in the producer and again in the consumer; a fault costs ~12 us on a paravirtual VM (its shadow page
+ * tables), here 2,300 of them, ~30 ms, in the first second of a generator's 8 MiB ring, and the same
+ * again after every restart. MADV_POPULATE_WRITE costs ~1.5 us a page for the first process, ~0.2 us for
+ * the second. Only for a channel in memory: on a channel file it would allocate every block of the file.
+ * Best effort: before Linux 5.14 the call fails and the pages fault in as before.
+ */
+static void sl__chan_populate(const sl_chan_t *ch)
+{
+#ifdef MADV_POPULATE_WRITE
+    if (ch->in_memory)
+        (void)madvise(ch->ctl, ch->map_len, MADV_POPULATE_WRITE);
+#else
+    (void)ch;
+#endif
+}
+
 /* ---- producer ------------------------------------------------------------------------------------ */
 
 void sl_chan_producer_attach(sl_chan_t *ch)
 {
+    sl__chan_populate(ch);
     sl_chan_ctl_t *c = ch->ctl;
     sl__pair_read(&c->pub, &ch->p_head, &ch->p_sent);
     ch->p_pub_sent = ch->p_sent;
@@ -436,6 +460,7 @@ bool sl_chan_can_reserve(sl_chan_t *ch, size_t need, uint32_t overdraft)
 
 uint64_t sl_chan_consumer_attach(sl_chan_t *ch)
 {
+    sl__chan_populate(ch);
     sl_chan_ctl_t *c = ch->ctl;
     uint64_t taken = atomic_load_explicit(&c->read_events, memory_order_relaxed);
     sl__pair_read(&c->ack, &ch->c_read, &ch->c_read_events);
