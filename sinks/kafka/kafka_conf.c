@@ -6,6 +6,7 @@
  * A property librdkafka refuses is "cannot start", logged with librdkafka's own text, so a typo in the
  * config never becomes a crash loop.
  */
+#include <malloc.h>
 #include <sched.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -212,6 +213,23 @@ static void sl__ksink_metrics(sl_ctx_t *ctx, sl_ksink_t *ks)
     sl__metric_set(ks->m_backlog, 0);
 }
 
+/*
+ * librdkafka's broker threads write each produce request into a new buffer of up to batch.size and free it
+ * when the broker answers. With glibc's default thresholds (mmap from 128 KiB, raised to the largest block
+ * freed; a thread's heap trimmed once twice that is free at its top) those pages go back to the kernel
+ * again and again, and each one that comes back costs a page fault: 11-14k faults per million 180-byte
+ * events, ~12 us each on this paravirtual VM, most of them in the busiest broker thread. Fixed at the
+ * ceilings glibc's own adjustment stops at (mmap 32 MiB on 64 bits, trim twice that), the buffers stay in
+ * the heaps, which keep at most what the process held at its peak (the input ring bounds what is in
+ * flight). Measured (generator -> kafka, 1M events, 6 alternated runs, 2026-11-26): delivery window
+ * 0.94 -> 0.83 s, CPU 1.46 -> 1.27 s.
+ */
+void sl_sink_kafka_malloc_setup(void)
+{
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 64 << 20);
+}
+
 int sl__ksink_setup(sl_ctx_t *ctx, sl_ksink_t *ks)
 {
     const sl_conf_node_t *node = sl_ctx_node(ctx);
@@ -235,6 +253,7 @@ int sl__ksink_setup(sl_ctx_t *ctx, sl_ksink_t *ks)
         return rc;
     }
     char err[512];
+    sl_sink_kafka_malloc_setup(); /* before librdkafka's threads make their heaps */
     /* librdkafka's threads inherit the creating thread's policy: the worker runs SCHED_BATCH (its wake-ups
      * do not preempt), but the broker threads are latency-bound (a socket, a queue, linger timers) and
      * a raw producer runs them SCHED_OTHER; so do we. */
