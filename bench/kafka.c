@@ -15,6 +15,12 @@
  * tree (master, generator, sink, librdkafka's threads) against the raw producer's threads, each over its
  * whole life (create to destroy); the mock cluster's threads, hosted here, are counted apart. An uncounted
  * raw run warms the mock cluster up first.
+ * Each raw run is a process of its own, like each sluice run (spawn_raw), with what sluice's sink gets
+ * that a raw program could have too: the sink's allocator settings (sl_sink_kafka_malloc_setup) and the
+ * sink's bound on events in flight (queue.buffering.max.messages: what the sink's ring holds). Until
+ * 2026-11-26 the raw producer ran in this process, warmed by the runs before (heaps grown, no page
+ * faults), with glibc's default thresholds and librdkafka's default 100k queue: 1.1-1.5M events/s here
+ * that day; as now 1.3-1.45M, and sluice 1.0M -> 1.2-1.3M with the allocator settings and populated rings.
  * The mock keeps only ~5 MiB per partition: nobody reads back here, the tests verify. The last line is the
  * one a script reads: medians over the runs and the memory of the sluice process tree (bench/common/bench.h).
  * With -C, sluice replays a capture of n sensor messages from `sluice gen` (replay -> kafka) and the raw
@@ -26,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -35,7 +42,9 @@
 
 #include "bench/common/bench.h"
 #include "common/sl.h"
+#include "config/config_int.h"
 #include "ingest/capture/capture.h"
+#include "sinks/sinks.h"
 #include "stages/stages.h"
 
 #define PAYLOAD 180
@@ -110,7 +119,9 @@ static double sluice_window(const char *log, uint64_t n)
     return secs;
 }
 
-static rd_kafka_t *raw_producer(const char *brokers)
+/* max_in_flight: librdkafka's queue bound, the events the sink's input ring holds (the sink's bound on
+ * what is in flight: an event stays in the ring until its delivery report). */
+static rd_kafka_t *raw_producer(const char *brokers, uint64_t max_in_flight)
 {
     static const char *const set[][2] = {
         {"enable.idempotence", "true"},  {"acks", "all"},           {"linger.ms", "5.000"},
@@ -123,6 +134,10 @@ static rd_kafka_t *raw_producer(const char *brokers)
     for (size_t i = 0; i < SL_ARRAY_LEN(set); i++)
         if (rd_kafka_conf_set(conf, set[i][0], set[i][1], err, sizeof err) != RD_KAFKA_CONF_OK)
             fprintf(stderr, "raw: %s: %s\n", set[i][0], err);
+    char qmax[24];
+    snprintf(qmax, sizeof qmax, "%llu", (unsigned long long)max_in_flight);
+    if (rd_kafka_conf_set(conf, "queue.buffering.max.messages", qmax, err, sizeof err) != RD_KAFKA_CONF_OK)
+        fprintf(stderr, "raw: queue.buffering.max.messages: %s\n", err);
     rd_kafka_conf_set_dr_msg_cb(conf, raw_dr);
     return rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
 }
@@ -132,13 +147,13 @@ static rd_kafka_t *raw_producer(const char *brokers)
  * zero-copy like the sink; with -H the same headers as the sink's, made from each event. With a capture,
  * its payloads are read with the capture reader and copied into librdkafka (the reader reuses its buffer). */
 static double run_raw(const char *brokers, const uint8_t *recs, size_t recs_len, uint64_t n, bool headers,
-                      const char *capture, double *cpu)
+                      const char *capture, uint64_t max_in_flight, double *cpu)
 {
     sl_cap_reader_t *rd = NULL;
     if (capture && sl_cap_reader_open(capture, &rd) != 0)
         return 0;
     double c0 = process_cpu(), m0 = mock_cpu();
-    rd_kafka_t *rk = raw_producer(brokers);
+    rd_kafka_t *rk = raw_producer(brokers, max_in_flight);
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, "bench", NULL);
     g_delivered = g_failed = g_last_ns = 0;
     g_n = n;
@@ -198,9 +213,70 @@ static double run_raw(const char *brokers, const uint8_t *recs, size_t recs_len,
     return (double)n / secs;
 }
 
+/* `bench_kafka --raw BROKERS N HEADERS(0|1) RING_BYTES [CAPTURE]`: one raw run in this fresh process, with
+ * the allocator settings sluice's Kafka sink sets in its own and at most as many events in flight as a
+ * ring of RING_BYTES holds; prints "raw EVENTS_PER_S CPU_SECONDS". */
+static int raw_child(int argc, char **argv)
+{
+    if (argc < 6)
+        return 2;
+    sl_sink_kafka_malloc_setup();
+    uint64_t n = strtoull(argv[3], NULL, 10), ring = strtoull(argv[5], NULL, 10);
+    size_t recs_len;
+    uint8_t *recs = sl_bench_gen_records(n, DEVICES, PAYLOAD, &recs_len);
+    /* Bytes an event takes in the ring: the generator's record, or for a capture its average record
+     * (a capture record and a ring record frame the same fields in about as many bytes). */
+    struct stat st;
+    uint64_t per_event = recs_len / n;
+    if (argc > 6 && stat(argv[6], &st) == 0 && st.st_size > 0)
+        per_event = (uint64_t)st.st_size / n;
+    uint64_t in_flight = SL_MAX(ring / SL_MAX(per_event, 1), 1);
+    double cpu = 0,
+           eps = run_raw(argv[2], recs, recs_len, n, argv[4][0] == '1', argc > 6 ? argv[6] : NULL, in_flight, &cpu);
+    printf("raw %.0f %.6f\n", eps, cpu);
+    free(recs);
+    return eps > 0 ? 0 : 1;
+}
+
+/*
+ * A raw run in a process of its own, as sluice's run is: a producer in a process that earlier runs warmed
+ * up skips the page faults of growing its heaps (glibc keeps them), which a fresh process pays, ~12 us a
+ * page on this VM: measured 2026-11-26, a raw producer's first run in a process 1.13-1.33M events/s
+ * (1240-1430 ns CPU per event), its second 1.38-1.61M (990-1040 ns). Returns events/s (0 on failure) and
+ * its CPU in *cpu (create to destroy of the producer).
+ */
+static double spawn_raw(const char *self, const char *brokers, uint64_t n, bool headers, uint64_t ring,
+                        const char *capture, const char *log, double *cpu)
+{
+    char count[32], ring_bytes[32];
+    snprintf(count, sizeof count, "%llu", (unsigned long long)n);
+    snprintf(ring_bytes, sizeof ring_bytes, "%llu", (unsigned long long)ring);
+    char *argv[] = {(char *)self,        "--raw",    (char *)brokers, count,
+                    headers ? "1" : "0", ring_bytes, (char *)capture, NULL};
+    sl_bench_proc_t pr;
+    double eps = 0;
+    *cpu = 0;
+    if (sl_bench_spawn(argv, log, &pr) == 0) {
+        FILE *f = fopen(log, "r");
+        char line[512];
+        while (f && fgets(line, sizeof line, f))
+            if (sscanf(line, "raw %lf %lf", &eps, cpu) == 2)
+                break;
+        if (f)
+            fclose(f);
+    } else {
+        fprintf(stderr, "bench: the raw run failed (its log: %s)\n", log);
+    }
+    return eps;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "--raw") == 0)
+        return raw_child(argc, argv);
     sl_bench_spawner_start();
+    /* This process hosts the mock cluster, which serves both sides: the same allocator settings. */
+    sl_sink_kafka_malloc_setup();
     uint64_t n = 1000 * 1000;
     int runs = 3, c;
     bool headers = false, replay = false, raw_only = false;
@@ -232,6 +308,11 @@ int main(int argc, char **argv)
     }
     if (runs < 1 || runs > 99)
         runs = 3;
+    uint64_t ring;
+    if (sl__parse_size(capacity, &ring) != 0) {
+        fprintf(stderr, "bench: -c %s: not a size\n", capacity);
+        return 2;
+    }
     char err[512];
     rd_kafka_conf_t *mconf = rd_kafka_conf_new();
     rd_kafka_conf_set(mconf, "log_level", "3", err, sizeof err);
@@ -244,12 +325,17 @@ int main(int argc, char **argv)
         return 1;
     }
     mock_threads();
-    size_t recs_len;
-    uint8_t *recs = sl_bench_gen_records(n, DEVICES, PAYLOAD, &recs_len);
+    char self[4096];
+    ssize_t self_len = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (self_len <= 0)
+        return 1;
+    self[self_len] = 0;
     const char *brokers = external ? external : rd_kafka_mock_cluster_bootstraps(mc);
     char cfg[] = "/tmp/sluice-bench-kafka-XXXXXX", capture[512], count[32], log[512];
     snprintf(capture, sizeof capture, "%s/sluice-bench-kafka-%d.cap", dir, (int)getpid());
     snprintf(log, sizeof log, "%s/sluice-bench-kafka-%d.log", dir, (int)getpid());
+    char raw_log[512];
+    snprintf(raw_log, sizeof raw_log, "%s/sluice-bench-kafka-raw-%d.log", dir, (int)getpid());
     snprintf(count, sizeof count, "%llu", (unsigned long long)n);
     sl_bench_proc_t pr;
     char *gen[] = {(char *)sluice, "gen", "-o", capture, "-n", count, "-d", "1000", "-p", "sensor", NULL};
@@ -271,10 +357,10 @@ int main(int argc, char **argv)
      * connections) would otherwise fall on the first raw run only and lower the raw median. */
     double warm_cpu;
     printf("warm-up (not counted): raw librdkafka %.2fM events/s\n",
-           run_raw(brokers, recs, recs_len, n, headers, replay ? capture : NULL, &warm_cpu) / 1e6);
+           spawn_raw(self, brokers, n, headers, ring, replay ? capture : NULL, raw_log, &warm_cpu) / 1e6);
     for (int r = 0; r < runs; r++) {
         double m0 = mock_cpu();
-        raw[r] = run_raw(brokers, recs, recs_len, n, headers, replay ? capture : NULL, &raw_cpu[r]);
+        raw[r] = spawn_raw(self, brokers, n, headers, ring, replay ? capture : NULL, raw_log, &raw_cpu[r]);
         double m1 = mock_cpu();
         if (raw_only) {
             printf("run %d: raw librdkafka %.2fM events/s, CPU per event %.0f ns\n", r + 1, raw[r] / 1e6,
@@ -298,10 +384,10 @@ int main(int argc, char **argv)
         fflush(stdout);
     }
     unlink(log);
+    unlink(raw_log);
     unlink(cfg);
     if (replay)
         unlink(capture);
-    free(recs);
     if (raw_only)
         return 0;
     if (mc)
