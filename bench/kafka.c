@@ -5,22 +5,19 @@
  *
  * Settings on both sides: idempotent, acks=all, linger 5 ms, batch.num.messages 10000, batch.size 1 MiB,
  * no message timeout, no compression, no headers (-H adds sluice's headers on both sides). Both send the
- * same events: the generator's (keys the 11-byte ids of 1000 devices, 180-byte JSON payloads with a
- * per-device sequence number), which the raw producer reads from memory where they were built before the
- * run, each event at its own address (until 2026-11-26 it sent one static 180-byte buffer a million times,
- * which librdkafka's broker thread copied from its L1 cache: a cheaper copy than any real payload's).
- * A run ends when every delivery report is in.
+ * same kind of events: the generator's (keys the 11-byte ids of 1000 devices, 180-byte JSON payloads with
+ * a per-device sequence number). A run ends when every delivery report is in.
  * Both sides are timed over the same window, from the first produce to the last delivery report (sluice's
  * sink logs its window); sluice's whole run, fork to exit, is printed too. CPU per event: sluice's process
  * tree (master, generator, sink, librdkafka's threads) against the raw producer's threads, each over its
  * whole life (create to destroy); the mock cluster's threads, hosted here, are counted apart. An uncounted
  * raw run warms the mock cluster up first.
- * Each raw run is a process of its own, like each sluice run (spawn_raw), with what sluice's sink gets
- * that a raw program could have too: the sink's allocator settings (sl_sink_kafka_malloc_setup) and the
- * sink's bound on events in flight (queue.buffering.max.messages: what the sink's ring holds). Until
- * 2026-11-26 the raw producer ran in this process, warmed by the runs before (heaps grown, no page
- * faults), with glibc's default thresholds and librdkafka's default 100k queue: 1.1-1.5M events/s here
- * that day; as now 1.3-1.45M, and sluice 1.0M -> 1.2-1.3M with the allocator settings and populated rings.
+ * The raw producer gets what sluice's sink has that a raw program could have too (raw_child): a process of
+ * its own per run, the sink's allocator settings, the sink's bound on events in flight, and its events in
+ * as much memory as the sink's ring, built before the run. Until 2026-11-26 it ran in this process, warmed
+ * by the runs before (heaps grown: no page faults), with glibc's default thresholds and librdkafka's
+ * default 100k queue, reading a million records laid out in 270 MB (and before 2026-11-26 one static
+ * 180-byte buffer a million times); 1.1-1.5M events/s here that day, 1.25-1.7M as now.
  * The mock keeps only ~5 MiB per partition: nobody reads back here, the tests verify. The last line is the
  * one a script reads: medians over the runs and the memory of the sluice process tree (bench/common/bench.h).
  * With -C, sluice replays a capture of n sensor messages from `sluice gen` (replay -> kafka) and the raw
@@ -143,9 +140,10 @@ static rd_kafka_t *raw_producer(const char *brokers, uint64_t max_in_flight)
 }
 
 /* The raw limit: one producer sending the generator's events (sl_bench_gen_records: the same keys and
- * payloads, distinct bytes per event, read from memory as the sink reads them from its ring), payloads
- * zero-copy like the sink; with -H the same headers as the sink's, made from each event. With a capture,
- * its payloads are read with the capture reader and copied into librdkafka (the reader reuses its buffer). */
+ * payloads, distinct bytes per record, read from memory as the sink reads them from its ring, lap after lap
+ * through recs), payloads zero-copy like the sink; with -H the same headers as the sink's, made from each
+ * event. With a capture, its payloads are read with the capture reader and copied into librdkafka (the
+ * reader reuses its buffer). */
 static double run_raw(const char *brokers, const uint8_t *recs, size_t recs_len, uint64_t n, bool headers,
                       const char *capture, uint64_t max_in_flight, double *cpu)
 {
@@ -163,7 +161,7 @@ static double run_raw(const char *brokers, const uint8_t *recs, size_t recs_len,
     size_t off = 0;
     for (uint64_t i = 0; i < n;) {
         if (off >= recs_len)
-            off = 0; /* a capture of more events than built records: keys cycle */
+            off = 0; /* the next lap (records are read-only: two in flight may share one) */
         sl_event_t ev;
         sl_event_from_rec(&ev, (const sl_rec_t *)(recs + off));
         rd_kafka_headers_t *h = NULL;
@@ -213,26 +211,33 @@ static double run_raw(const char *brokers, const uint8_t *recs, size_t recs_len,
     return (double)n / secs;
 }
 
-/* `bench_kafka --raw BROKERS N HEADERS(0|1) RING_BYTES [CAPTURE]`: one raw run in this fresh process, with
- * the allocator settings sluice's Kafka sink sets in its own and at most as many events in flight as a
- * ring of RING_BYTES holds; prints "raw EVENTS_PER_S CPU_SECONDS". */
+/*
+ * `bench_kafka --raw BROKERS N HEADERS(0|1) RING_BYTES [CAPTURE]`: one raw run in this fresh process;
+ * prints "raw EVENTS_PER_S CPU_SECONDS". What sluice's sink has, the raw producer gets too: the sink's
+ * allocator settings; at most as many events in flight as a ring of RING_BYTES holds (the sink's bound:
+ * an event stays in its ring until its delivery report); and its events in as much memory: it cycles
+ * through that many distinct records, built before the run, as the sink reads its ring lap after lap.
+ * Until 2026-11-26 it read a million records built in 270 MB, each once, from memory no cache held:
+ * 10-15% slower than from a ring's worth (1.32-1.48M against 1.44-1.73M events/s, same minutes).
+ */
 static int raw_child(int argc, char **argv)
 {
     if (argc < 6)
         return 2;
     sl_sink_kafka_malloc_setup();
     uint64_t n = strtoull(argv[3], NULL, 10), ring = strtoull(argv[5], NULL, 10);
-    size_t recs_len;
-    uint8_t *recs = sl_bench_gen_records(n, DEVICES, PAYLOAD, &recs_len);
+    const char *capture = argc > 6 ? argv[6] : NULL;
     /* Bytes an event takes in the ring: the generator's record, or for a capture its average record
      * (a capture record and a ring record frame the same fields in about as many bytes). */
+    size_t per_event;
+    free(sl_bench_gen_records(1, DEVICES, PAYLOAD, &per_event));
     struct stat st;
-    uint64_t per_event = recs_len / n;
-    if (argc > 6 && stat(argv[6], &st) == 0 && st.st_size > 0)
-        per_event = (uint64_t)st.st_size / n;
+    if (capture && stat(capture, &st) == 0 && st.st_size > 0)
+        per_event = (size_t)st.st_size / n;
     uint64_t in_flight = SL_MAX(ring / SL_MAX(per_event, 1), 1);
-    double cpu = 0,
-           eps = run_raw(argv[2], recs, recs_len, n, argv[4][0] == '1', argc > 6 ? argv[6] : NULL, in_flight, &cpu);
+    size_t recs_len;
+    uint8_t *recs = sl_bench_gen_records(SL_MIN(n, in_flight), DEVICES, PAYLOAD, &recs_len);
+    double cpu = 0, eps = run_raw(argv[2], recs, recs_len, n, argv[4][0] == '1', capture, in_flight, &cpu);
     printf("raw %.0f %.6f\n", eps, cpu);
     free(recs);
     return eps > 0 ? 0 : 1;
