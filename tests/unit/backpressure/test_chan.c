@@ -6,7 +6,12 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -371,6 +376,53 @@ static void test_attributes(void **state)
     assert_int_equal(sl_rec_attr_get(got, "nope", 4, &v, &vl), SL_ENOENT);
 }
 
+/* Pages of the channel's file (memfd or channel file) in memory, counted through a mapping of our own. */
+static size_t resident_pages(const sl_chan_t *ch, size_t len)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    void *p = mmap(NULL, len, PROT_READ, MAP_SHARED, sl_chan_fd(ch), 0);
+    assert_true(p != MAP_FAILED);
+    size_t n = (len + (size_t)page - 1) / (size_t)page, in = 0;
+    unsigned char *vec = malloc(n);
+    assert_non_null(vec);
+    assert_int_equal(mincore(p, len, vec), 0);
+    for (size_t i = 0; i < n; i++)
+        in += vec[i] & 1;
+    free(vec);
+    munmap(p, len);
+    return in;
+}
+
+/* A channel in memory has its whole ring in memory once an end attaches (no page faults on the first lap);
+ * a channel file gets no disk blocks it was not written (populating its mapping for writing would allocate
+ * them all: its page cache is no measure, readahead fills that with its holes). */
+static void test_attach_populates_memory_rings(void **state)
+{
+    (void)state;
+    long page = sysconf(_SC_PAGESIZE);
+    size_t cap = 1u << 20, pages = cap / (size_t)page;
+    sl_chan_t *ch;
+    assert_int_equal(sl_chan_create("pop", cap, &ch), 0);
+    assert_true(resident_pages(ch, cap) < pages / 2); /* created: the control block only */
+    sl_chan_producer_attach(ch);
+    assert_true(resident_pages(ch, cap) >= pages);
+    sl_chan_destroy(ch);
+
+    char dir[] = "/tmp/sl-test-chan-XXXXXX", path[64];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/c.chan", dir);
+    bool recovered;
+    assert_int_equal(sl_chan_open(path, "file", cap, &recovered, &ch), 0);
+    sl_chan_producer_attach(ch);
+    sl_chan_consumer_attach(ch);
+    struct stat st;
+    assert_int_equal(fstat(sl_chan_fd(ch), &st), 0);
+    assert_true((uint64_t)st.st_blocks * 512 < cap / 2);
+    sl_chan_destroy(ch);
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -385,6 +437,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_corrupt_framing_detected, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_is_eof_after_drain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_attributes, setup, teardown),
+        cmocka_unit_test(test_attach_populates_memory_rings),
     };
     return cmocka_run_group_tests_name("chan", tests, NULL, NULL);
 }
