@@ -1,8 +1,9 @@
 /*
  * The Kafka sink's allocator settings (sl_sink_kafka_malloc_setup): librdkafka's produce-request buffers
  * come from the heap and stay there when freed, instead of being mapped and unmapped, or trimmed, each time
- * (each page that comes back costs a page fault). glibc's own allocator only: under AddressSanitizer the
- * allocator is ASan's and the test is skipped.
+ * (each page that comes back costs a page fault); small blocks (a message's headers) do not go to
+ * fastbins. glibc's own allocator only: under AddressSanitizer the allocator is ASan's and the tests are
+ * skipped.
  */
 #include <malloc.h>
 #include <setjmp.h>
@@ -47,8 +48,26 @@ static void test_malloc_setup_keeps_buffers(void **state)
 #endif
 }
 
+/* Small blocks freed in a burst (a batch's delivery reports) are not kept in fastbins. */
+static void test_malloc_setup_no_fastbins(void **state)
+{
+    (void)state;
+#ifdef SL_TEST_ASAN
+    skip();
+#else
+    sl_sink_kafka_malloc_setup();
+    void *p[256];
+    for (size_t i = 0; i < 256; i++)
+        assert_non_null(p[i] = malloc(48 + i % 3 * 16)); /* the sizes of a message's headers */
+    for (size_t i = 0; i < 256; i++)
+        free(p[i]);
+    assert_int_equal(mallinfo2().fsmblks, 0); /* glibc's default keeps all but a few in fastbins */
+#endif
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_malloc_setup_keeps_buffers)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_malloc_setup_keeps_buffers),
+                                       cmocka_unit_test(test_malloc_setup_no_fastbins)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
