@@ -24,8 +24,8 @@ int sl_sink_file_path_check(const char *text, const char **why);
  * is never quoted. Any thread. */
 int sl_sink_kafka_prop_check(const char *name, const char *value, char *why, size_t cap);
 
-/* Sets this process's allocator for librdkafka's produce buffers (see kafka_conf.c): the Kafka sink calls
- * it in its own process before it creates its producer; bench/kafka's raw producer calls it too. */
+/* Sets this process's allocator for librdkafka's messages and produce buffers (see kafka_conf.c): the
+ * Kafka sink calls it in its own process before it creates its producer; bench/kafka's raw producer too. */
 void sl_sink_kafka_malloc_setup(void);
 
 #endif /* SL_SINKS_H */
