@@ -33,6 +33,7 @@
 
 #include "bench/common/bench.h"
 #include "common/sl.h"
+#include "sinks/sinks.h"
 /* The integration tests' helpers (mosquitto on a free port, Paho publishers), compiled in: benchmarks are
  * one file each. */
 #include "tests/integration/harness.c"
@@ -56,11 +57,11 @@ static uint64_t raw_next[RAW_DEVICES], raw_lost, raw_dups;
 
 static void raw_check(const char *p, size_t len)
 {
-    const char *d = memmem(p, len, "\"dev-", 5), *q = memmem(p, len, "\"seq\":", 6);
-    if (d == NULL || q == NULL)
+    const char *d = memmem(p, len, "\"dev-", 5);
+    uint64_t seq;
+    if (d == NULL || sl_sink_null_seq(p, len, &seq) != 0)
         return;
     unsigned long dev = strtoul(d + 5, NULL, 10);
-    unsigned long long seq = strtoull(q + 6, NULL, 10);
     if (dev >= RAW_DEVICES)
         return;
     if (seq >= raw_next[dev]) {

@@ -115,14 +115,13 @@ static int sl__null_grow(sl_null_t *s)
     return 0;
 }
 
-/* Parses the "seq" field of a payload; returns 0 or SL_EBADMSG. */
-static int sl__null_seq(const sl_event_t *ev, uint64_t *seq)
+int sl_sink_null_seq(const void *payload, size_t len, uint64_t *seq)
 {
-    const char *p = memmem(ev->payload, ev->payload_len, "\"seq\":", 6);
+    const char *p = memmem(payload, len, "\"seq\":", 6);
     if (p == NULL)
         return SL_EBADMSG;
     p += 6;
-    const char *end = (const char *)ev->payload + ev->payload_len;
+    const char *end = (const char *)payload + len;
     uint64_t v = 0;
     size_t digits = 0;
     while (p < end && *p >= '0' && *p <= '9' && digits < 20) {
@@ -139,7 +138,8 @@ static int sl__null_check(sl_null_t *s, const sl_event_t *ev)
 {
     uint64_t seq;
     sl_null_tot_t *t = s->t;
-    if (ev->key_len == 0 || ev->key_len > SL_NULL_KEY_MAX || sl__null_seq(ev, &seq) != 0) {
+    if (ev->key_len == 0 || ev->key_len > SL_NULL_KEY_MAX ||
+        sl_sink_null_seq(ev->payload, ev->payload_len, &seq) != 0) {
         t->bad++;
         return 0;
     }

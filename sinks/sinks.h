@@ -8,6 +8,9 @@
 
 /* `null`: discards events after counting them; optionally verifies per-device sequence numbers. */
 extern const sl_stage_ops_t sl_sink_null_ops;
+/* The "seq" field of a JSON payload, as the null sink's sequence check reads it (bench/mqtt's raw
+ * subscriber reads it the same way): 0, or SL_EBADMSG. */
+int sl_sink_null_seq(const void *payload, size_t len, uint64_t *seq);
 
 /* `file`: batches to files (NDJSON or raw lines, gzip or zstd, rotation, NAME.part then rename),
  * acknowledged at the configured durability. */
